@@ -1,0 +1,5 @@
+"""User-facing errors: a message that names the problem and the fix, no traceback."""
+
+
+class FishsegError(Exception):
+    """An error the user can fix (bad params, bad input, missing credentials)."""

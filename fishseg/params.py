@@ -1,0 +1,207 @@
+"""The one typed, validated loader for ``params.yaml``.
+
+Every stage reads its settings through :func:`load_params`. The whole file is checked
+(types, ranges, choices, unknown keys) so that a typo fails before any work is done,
+with a one-line message naming the key, the value and what is allowed.
+
+YAML 1.1 (PyYAML) reads ``1e-4`` as a string; ``dvc exp run -S train.lr=1e-4`` writes
+exactly that, so numeric fields accept numeric strings.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from fishseg.errors import FishsegError
+
+_STRICT = ConfigDict(extra="forbid", frozen=True)
+
+
+class SyntheticParams(BaseModel):
+    model_config = _STRICT
+    photos_per_species: int = Field(10, ge=1, le=1000)
+    copies_per_photo: int = Field(4, ge=1, le=100)
+    width: int = Field(590, ge=32, le=4096)
+    height: int = Field(445, ge=32, le=4096)
+    seed: int = 0
+
+
+class DataParams(BaseModel):
+    model_config = _STRICT
+    source: str = "synthetic"
+    kaggle_dataset: str = "crowww/a-large-scale-fish-dataset"
+    image_size: tuple[int, int] = (96, 128)
+    on_invalid: Literal["error", "skip"] = "error"
+    max_archive_bytes: int = Field(10_000_000_000, gt=0)
+    max_archive_members: int = Field(50_000, gt=0)
+    synthetic: SyntheticParams = SyntheticParams()
+
+    @field_validator("image_size")
+    @classmethod
+    def _multiple_of_32(cls, value: tuple[int, int]) -> tuple[int, int]:
+        if any(v < 32 or v % 32 for v in value):
+            raise ValueError("both sides must be multiples of 32 (>= 32), e.g. [96, 128]")
+        return value
+
+    @field_validator("source")
+    @classmethod
+    def _non_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must be 'synthetic', 'kaggle' or a path to a .zip or folder")
+        return value
+
+
+class SplitParams(BaseModel):
+    model_config = _STRICT
+    strategy: Literal["group", "random"] = "group"
+    val: float = Field(0.15, ge=0.0, lt=1.0)
+    test: float = Field(0.15, gt=0.0, lt=1.0)
+    seed: int = 42
+
+    @field_validator("test")
+    @classmethod
+    def _room_for_train(cls, value: float, info: Any) -> float:
+        val = info.data.get("val", 0.0)
+        if val + value >= 0.9:
+            raise ValueError(f"val + test = {val + value:g} leaves too little for train (< 0.9)")
+        return value
+
+
+class ModelParams(BaseModel):
+    model_config = _STRICT
+    arch: str = "Unet"
+    encoder: str = "mobilenet_v2"
+    encoder_weights: str | None = None
+    freeze_encoder: bool = False
+
+
+class TrainParams(BaseModel):
+    model_config = _STRICT
+    epochs: int = Field(12, ge=1, le=10_000)
+    batch_size: int = Field(8, ge=1, le=4096)
+    lr: float = Field(2e-3, gt=0.0, le=10.0)
+    weight_decay: float = Field(1e-4, ge=0.0, le=1.0)
+    loss: Literal["dice_bce", "dice", "bce", "focal_dice"] = "dice_bce"
+    scheduler: Literal["cosine", "onecycle", "plateau", "none"] = "cosine"
+    warmup_epochs: int = Field(1, ge=0)
+    seed: int = 0
+    device: str = "auto"
+    num_workers: int | Literal["auto"] = "auto"
+    deterministic: bool = True
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit()):
+            return value
+        raise ValueError("must be one of auto, cpu, cuda, cuda:N")
+
+    @field_validator("num_workers")
+    @classmethod
+    def _workers(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 0:
+            raise ValueError("must be 'auto' or an integer >= 0")
+        return value
+
+
+class AugmentParams(BaseModel):
+    model_config = _STRICT
+    hflip: float = Field(0.5, ge=0.0, le=1.0)
+    vflip: float = Field(0.5, ge=0.0, le=1.0)
+    rotate90: float = Field(0.5, ge=0.0, le=1.0)
+    rotate_limit: float = Field(20.0, ge=0.0, le=180.0)
+    rotate_p: float = Field(0.3, ge=0.0, le=1.0)
+    brightness_contrast: float = Field(0.2, ge=0.0, le=1.0)
+    brightness_contrast_p: float = Field(0.5, ge=0.0, le=1.0)
+    hue_saturation_p: float = Field(0.3, ge=0.0, le=1.0)
+
+
+class EvaluateParams(BaseModel):
+    model_config = _STRICT
+    threshold: float = Field(0.5, gt=0.0, lt=1.0)
+    worst_k: int = Field(8, ge=1, le=1000)
+
+
+class PlotParams(BaseModel):
+    model_config = _STRICT
+    grid_rows: int = Field(4, ge=1, le=50)
+    seed: int = 0
+    dpi: int = Field(100, ge=30, le=600)
+
+
+class MlflowParams(BaseModel):
+    model_config = _STRICT
+    tracking_uri: str | None = None
+    experiment: str = Field("fishseg", min_length=1)
+
+
+class Params(BaseModel):
+    """All of ``params.yaml``: one section per concern."""
+
+    model_config = _STRICT
+    data: DataParams = DataParams()
+    split: SplitParams = SplitParams()
+    model: ModelParams = ModelParams()
+    train: TrainParams = TrainParams()
+    augment: AugmentParams = AugmentParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    plot: PlotParams = PlotParams()
+    mlflow: MlflowParams = MlflowParams()
+
+    def flat(self) -> dict[str, Any]:
+        """``{"train.lr": 0.002, ...}``: the form MLflow and DVC show."""
+        out: dict[str, Any] = {}
+
+        def walk(prefix: str, value: Any) -> None:
+            if isinstance(value, dict):
+                for key, sub in value.items():
+                    walk(f"{prefix}.{key}" if prefix else key, sub)
+            else:
+                out[prefix] = list(value) if isinstance(value, tuple) else value
+
+        walk("", self.model_dump())
+        return out
+
+
+class ParamsError(FishsegError):
+    """params.yaml is missing, not YAML, or has a bad value."""
+
+
+def _describe(error: dict[str, Any]) -> str:
+    key = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        return f"unknown key {key!r}: remove it or check its spelling"
+    value = error.get("input")
+    msg = error["msg"].removeprefix("Value error, ")
+    return f"{key} = {value!r}: {msg}"
+
+
+def parse_params(raw: Any, source: str = "params.yaml") -> Params:
+    """Validate an already-parsed mapping (as read from YAML)."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(_describe(e) for e in exc.errors())
+        raise ParamsError(f"{source}: {problems}") from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate ``params.yaml``; raise :class:`ParamsError` with the bad key."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: not found; run from the project root or pass --params") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML ({exc.__class__.__name__}: {exc})".replace("\n", " ")) from None
+    return parse_params(raw, str(path))
