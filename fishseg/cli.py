@@ -40,7 +40,9 @@ def run_stage(
     argv: list[str] | None = None,
 ) -> int:
     """Parse ``--params``/``-v``, load params, run ``body``; exit 2 with one line on user errors."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     parser.add_argument(
         "--root", type=Path, default=None, help="project root (default: the directory holding dvc.yaml)"
@@ -62,4 +64,3 @@ def run_stage(
         log.error("interrupted")
         return 130
     return 0
-

@@ -92,6 +92,12 @@ class TrainParams(BaseModel):
     device: str = "auto"
     num_workers: int | Literal["auto"] = "auto"
     deterministic: bool = True
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    channels_last: bool = True
+    compile: bool = False
+    accumulate: int = Field(1, ge=1, le=1024)
+    patience: int = Field(0, ge=0)
+    nproc_per_node: int = Field(1, ge=1, le=64)
 
     @field_validator("device")
     @classmethod
@@ -137,6 +143,7 @@ class MlflowParams(BaseModel):
     model_config = _STRICT
     tracking_uri: str | None = None
     experiment: str = Field("fishseg", min_length=1)
+    log_model: bool = True
 
 
 class Params(BaseModel):
@@ -203,5 +210,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ParamsError(f"{path}: not valid YAML ({exc.__class__.__name__}: {exc})".replace("\n", " ")) from None
+        raise ParamsError(
+            f"{path}: not valid YAML ({exc.__class__.__name__}: {exc})".replace("\n", " ")
+        ) from None
     return parse_params(raw, str(path))

@@ -1,0 +1,39 @@
+# Two entry points: `make run` (the whole pipeline) and `make test` (the test suite).
+# Both create .venv and install requirements.txt first if needed.
+
+VENV    ?= .venv
+PYTHON  ?= python3
+BIN     := $(abspath $(VENV))/bin
+STAMP   := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
+
+# Stages run `python ...`: make it the venv's. Keep libraries off the network.
+export PATH := $(BIN):$(PATH)
+export NO_ALBUMENTATIONS_UPDATE := 1
+export HF_HUB_OFFLINE := 1
+export DVC_NO_ANALYTICS := 1
+export MPLBACKEND := Agg
+
+.PHONY: setup run test lint clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# torch first: the pinned pair comes from the local wheel cache when there is one.
+	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install -q -r requirements.txt
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+run: setup
+	$(BIN)/dvc repro
+
+test: setup
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check fishseg stages tests benchmarks
+	$(BIN)/ruff format --check fishseg stages tests benchmarks
+
+clean-venv:
+	rm -rf $(VENV)

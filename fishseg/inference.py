@@ -1,0 +1,57 @@
+"""A trained model packaged for use: normalisation, network and sigmoid in one module.
+
+``models/model`` holds smp's ``save_pretrained`` files plus ``preprocessing.json``
+(mean, std, training image size, threshold); :func:`load_inference_model` turns that
+directory into an :class:`InferenceModel` that maps raw RGB pixels to probabilities.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from fishseg.data import Normalizer
+from fishseg.errors import FishsegError
+from fishseg.model import load_model
+
+
+class InferenceModel(nn.Module):
+    """(B,3,H,W) float RGB in [0, 255] -> (B,1,H,W) fish probability."""
+
+    def __init__(self, net: nn.Module, mean: list[float], std: list[float]) -> None:
+        super().__init__()
+        self.normalize = Normalizer(mean, std)
+        self.net = net
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.net(self.normalize(images)))
+
+
+def read_preprocessing(model_dir: Path) -> dict:
+    path = Path(model_dir) / "preprocessing.json"
+    if not path.is_file():
+        raise FishsegError(f"{path}: missing; {model_dir} was not written by the train stage")
+    return json.loads(path.read_text())
+
+
+def load_inference_model(model_dir: Path, device: torch.device | str = "cpu") -> tuple[InferenceModel, dict]:
+    """The packaged model and its preprocessing record."""
+    pre = read_preprocessing(model_dir)
+    model = InferenceModel(load_model(model_dir), pre["mean"], pre["std"]).to(device).eval()
+    return model, pre
+
+
+@torch.no_grad()
+def predict_image(model: InferenceModel, image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Probability map at the image's own resolution for one RGB uint8 image."""
+    h, w = image.shape[:2]
+    small = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+    device = next(model.parameters()).device
+    x = torch.from_numpy(small.transpose(2, 0, 1).copy()).float()[None].to(device)
+    prob = model(x)[0, 0].float().cpu().numpy()
+    return cv2.resize(prob, (w, h), interpolation=cv2.INTER_LINEAR)

@@ -1,0 +1,119 @@
+"""The split stage's work: index, validate, group, split, and write training arrays.
+
+Each pair is decoded and resized exactly once here; training reads the resulting
+arrays (``fishseg.prepared``) memory-mapped, with no image decoding on the hot path.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from fishseg.dataset_index import Problem, decode_pairs, make_ids, scan_pairs
+from fishseg.errors import FishsegError
+from fishseg.fsutil import atomic_dir, atomic_write_json, atomic_write_text
+from fishseg.grouping import group_ids
+from fishseg.params import DataParams, SplitParams
+from fishseg.paths import SPLITS, Paths
+from fishseg.prepared import save_split
+from fishseg.splitting import assign_splits
+
+log = logging.getLogger(__name__)
+
+INDEX_COLUMNS = ["id", "species", "image", "mask", "width", "height", "fg_frac", "group", "split"]
+MAX_LISTED_PROBLEMS = 30
+
+
+def _problem_report(problems: list[Problem]) -> str:
+    lines = [f"  - {p}" for p in problems[:MAX_LISTED_PROBLEMS]]
+    if len(problems) > MAX_LISTED_PROBLEMS:
+        lines.append(f"  ... and {len(problems) - MAX_LISTED_PROBLEMS} more (see data/validation.json)")
+    return "\n".join(lines)
+
+
+def prepare(data: DataParams, split: SplitParams, paths: Paths, progress: bool = True) -> pd.DataFrame:
+    """Build ``data/index.csv``, ``data/validation.json`` and ``data/prepared``; return the index."""
+    scan = scan_pairs(paths.raw_dir)
+    problems = list(scan.problems)
+    height, width = data.image_size
+    n = len(scan.pairs)
+    rows: list[dict] = []
+
+    with atomic_dir(paths.prepared_dir) as tmp:
+        all_images = np.lib.format.open_memmap(
+            tmp / "_images.npy", "w+", np.uint8, (max(n, 1), height, width, 3)
+        )
+        all_masks = np.lib.format.open_memmap(tmp / "_masks.npy", "w+", np.uint8, (max(n, 1), height, width))
+        decoded = decode_pairs(scan.pairs, data.image_size, problems)
+        for item in tqdm(decoded, total=n, desc="decode+resize", unit="pair", disable=not progress):
+            k = len(rows)
+            all_images[k] = item.image
+            all_masks[k] = item.mask
+            rows.append(
+                {
+                    "species": item.species,
+                    "image": item.image_path.relative_to(paths.root).as_posix(),
+                    "mask": item.mask_path.relative_to(paths.root).as_posix(),
+                    "width": item.width,
+                    "height": item.height,
+                    "fg_frac": round(item.fg_frac, 6),
+                }
+            )
+
+        report = {
+            "pairs_found": n,
+            "valid": len(rows),
+            "on_invalid": data.on_invalid,
+            "problems": [vars(p) for p in problems],
+        }
+        atomic_write_json(paths.validation_json, report)
+        if problems and data.on_invalid == "error":
+            raise FishsegError(
+                f"{len(problems)} problem(s) in {paths.raw_dir}:\n{_problem_report(problems)}\n"
+                "Fix or remove these files, or set data.on_invalid: skip to drop them "
+                "(they are then counted in metrics/data.json)."
+            )
+        if problems:
+            log.warning(
+                "skipping %d bad file(s) (data.on_invalid: skip):\n%s",
+                len(problems),
+                _problem_report(problems),
+            )
+        if not rows:
+            raise FishsegError(f"{paths.raw_dir}: no valid image/mask pairs; check data.source")
+
+        index = pd.DataFrame(rows)
+        index.insert(0, "id", make_ids(index))
+        duplicated = index["id"][index["id"].duplicated()].tolist()
+        if duplicated:
+            raise FishsegError(
+                f"duplicate ids {duplicated[:5]}: two images share a species and file stem "
+                "(e.g. x.png and x.jpg); rename or remove one"
+            )
+        count = len(index)
+        images, masks = all_images[:count], all_masks[:count]
+        index["group"] = group_ids(images, masks, index["species"].tolist())
+        index["split"] = assign_splits(
+            index["species"],
+            index["group"],
+            val=split.val,
+            test=split.test,
+            seed=split.seed,
+            strategy=split.strategy,
+        )
+        for name in SPLITS:
+            sel = np.flatnonzero(index["split"].to_numpy() == name)
+            out = tmp / name
+            out.mkdir()
+            save_split(out, images[sel], masks[sel], index["id"].iloc[sel].tolist())
+            log.info("%s: %d pairs", name, len(sel))
+        del all_images, all_masks, images, masks
+        (tmp / "_images.npy").unlink()
+        (tmp / "_masks.npy").unlink()
+
+    index = index[INDEX_COLUMNS]
+    atomic_write_text(paths.index_csv, index.to_csv(index=False))
+    return index

@@ -1,0 +1,103 @@
+"""MLflow set-up: the one place that decides where runs go and what they are tagged with.
+
+Default store: ``sqlite:///<project>/mlflow.db``, with artifacts in ``<project>/mlartifacts``,
+where ``<project>`` is the real project even when a stage runs in DVC's temp copy
+(``dvc exp run --temp/--queue``). ``MLFLOW_TRACKING_URI`` (or ``mlflow.tracking_uri``)
+points runs at any other store or server.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import warnings
+from pathlib import Path
+
+from fishseg.params import MlflowParams
+from fishseg.paths import store_root
+
+log = logging.getLogger(__name__)
+
+# MLflow's SQL store warns about SQLAlchemy internals on every use; nothing to act on.
+warnings.filterwarnings("ignore", category=DeprecationWarning, module="sqlalchemy")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def tracking_uri(params: MlflowParams, root: Path) -> str:
+    """``MLFLOW_TRACKING_URI`` wins, then ``mlflow.tracking_uri``, then the project's SQLite file."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or params.tracking_uri
+    if uri:
+        return uri
+    return f"sqlite:///{store_root(root) / 'mlflow.db'}"
+
+
+def _is_local_store(uri: str) -> bool:
+    return uri.startswith(("sqlite:", "postgresql", "mysql", "mssql"))
+
+
+def setup(params: MlflowParams, root: Path) -> str:
+    """Point MLflow at the store and return the experiment id (created if missing)."""
+    import mlflow
+
+    uri = tracking_uri(params, root)
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    # MLflow exports the URI to the environment, where it would outrank the params of the
+    # next setup in this process: leave the environment as the user set it.
+    if previous is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = previous
+    experiment = mlflow.get_experiment_by_name(params.experiment)
+    if experiment is not None:
+        return experiment.experiment_id
+    # A database store would put artifacts under the *current* directory: pin them to the
+    # project instead, so temp-dir experiments and the workspace share one location.
+    location = (store_root(root) / "mlartifacts").as_uri() if _is_local_store(uri) else None
+    try:
+        return mlflow.create_experiment(params.experiment, artifact_location=location)
+    except mlflow.exceptions.MlflowException:
+        # Another process (a queued experiment) created it first.
+        return mlflow.get_experiment_by_name(params.experiment).experiment_id
+
+
+def git_commit(root: Path) -> str | None:
+    """The commit the code runs at (``None`` outside git)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def run_tags(root: Path) -> dict[str, str]:
+    """Lineage tags: git commit, and the DVC experiment this run belongs to, if any."""
+    tags = {"mlflow.source.type": "PROJECT", "mlflow.source.name": "dvc repro"}
+    commit = git_commit(root)
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    for env, tag in (("DVC_EXP_NAME", "dvc.exp_name"), ("DVC_EXP_BASELINE_REV", "dvc.exp_baseline_rev")):
+        if os.environ.get(env):
+            tags[tag] = os.environ[env]
+            if env == "DVC_EXP_NAME":
+                tags["mlflow.source.name"] = "dvc exp run"
+    return tags
+
+
+def reopen_run(run_id: str | None, experiment_id: str, root: Path):
+    """Continue ``run_id`` (evaluate and plot add to training's run); a new run if it is gone."""
+    import mlflow
+
+    if run_id:
+        try:
+            mlflow.get_run(run_id)
+            return mlflow.start_run(run_id=run_id)
+        except mlflow.exceptions.MlflowException:
+            log.warning("MLflow run %s is not in %s; logging to a new run", run_id, mlflow.get_tracking_uri())
+    run = mlflow.start_run(experiment_id=experiment_id, tags=run_tags(root))
+    if run_id:
+        mlflow.set_tag("fishseg.training_run_id", run_id)
+    return run

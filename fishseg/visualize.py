@@ -1,0 +1,100 @@
+"""The plot stage's work: read what the earlier stages wrote and draw every figure."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fishseg import plots
+from fishseg.errors import FishsegError
+from fishseg.params import Params
+from fishseg.paths import Paths
+from fishseg.prepared import load_split, read_index
+
+log = logging.getLogger(__name__)
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path)
+    except FileNotFoundError:
+        raise FishsegError(f"{path}: missing; run the stage that writes it (dvc repro)") from None
+
+
+def load_predictions(paths: Paths) -> dict[str, np.ndarray]:
+    try:
+        with np.load(paths.predictions_npz) as data:
+            return {k: data[k] for k in data.files}
+    except FileNotFoundError:
+        raise FishsegError(
+            f"{paths.predictions_npz}: missing; run the evaluate stage (dvc repro evaluate)"
+        ) from None
+
+
+def make_figures(params: Params, paths: Paths) -> list[Path]:
+    """Write every PNG into ``plots/png/`` and return their paths."""
+    out = paths.plots_dir / "png"
+    dpi, pp = params.plot.dpi, params.plot
+    written: list[Path] = []
+
+    def target(name: str) -> Path:
+        written.append(out / name)
+        return out / name
+
+    plots.plot_curves(_read_csv(paths.plots_dir / "train" / "history.csv"), target("curves.png"), dpi)
+    per_species = _read_csv(paths.plots_dir / "eval" / "per_species.csv")
+    plots.plot_species_bars(per_species, target("species_iou.png"), dpi)
+
+    preds = load_predictions(paths)
+    counts = preds["counts"].sum(axis=0)
+    tp, fp, fn, tn = (int(v) for v in counts)
+    plots.plot_confusion(np.array([[tn, fp], [fn, tp]]), target("confusion.png"), dpi)
+
+    test = load_split(paths, "test")
+    index = read_index(paths)
+    species_of = index.set_index("id")["species"]
+    per_image = _read_csv(paths.plots_dir / "eval" / "per_image.csv").set_index("id").loc[test.ids]
+    ious = per_image["iou"].to_numpy()
+    chosen = plots.select_examples(ious, pp.grid_rows, pp.seed)
+    for kind, rows in chosen.items():
+        rows = np.asarray(rows, dtype=int)
+        titles = [f"{test.ids[i]}  {species_of[test.ids[i]]}  IoU {ious[i]:.3f}" for i in rows]
+        plots.plot_prediction_grid(
+            np.asarray(test.images[rows]),
+            np.asarray(test.masks[rows]),
+            preds["probs"][rows].astype(np.float32),
+            titles,
+            target(f"predictions_{kind}.png"),
+            dpi,
+            threshold=params.evaluate.threshold,
+        )
+
+    plots.plot_dataset_overview(index, target("dataset_overview.png"), dpi)
+    train = load_split(paths, "train")
+    rng = np.random.default_rng(pp.seed)
+    picks = np.sort(rng.choice(len(train), size=min(len(train), 2 * pp.grid_rows), replace=False))
+    plots.plot_sample_pairs(
+        [np.asarray(train.images[i]) for i in picks],
+        [np.asarray(train.masks[i]) for i in picks],
+        [f"{train.ids[i]}" for i in picks],
+        target("samples.png"),
+        dpi,
+    )
+    _log_to_mlflow(params, paths, written)
+    return written
+
+
+def _log_to_mlflow(params: Params, paths: Paths, files: list[Path]) -> None:
+    import mlflow
+
+    from fishseg import tracking
+
+    run_id = json.loads(paths.run_json.read_text())["run_id"] if paths.run_json.is_file() else None
+    experiment_id = tracking.setup(params.mlflow, paths.root)
+    with tracking.reopen_run(run_id, experiment_id, paths.root):
+        for f in files:
+            mlflow.log_artifact(str(f), artifact_path="plots")

@@ -1,0 +1,23 @@
+"""plot: draw the figures into plots/png and attach them to the MLflow run.
+
+Training curves, per-species IoU bars, the pixel confusion matrix, prediction grids of
+random, best and worst test images (image | truth | prediction overlay), and dataset
+figures (images per species and split, foreground fraction, sample pairs).
+
+    python stages/plot.py [--params params.yaml]
+"""
+
+import _bootstrap  # noqa: F401
+
+from fishseg.cli import log, run_stage
+
+
+def body(params, paths, args):
+    from fishseg.visualize import make_figures
+
+    written = make_figures(params, paths)
+    log.info("wrote %d figures to %s", len(written), paths.plots_dir / "png")
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_stage(__doc__, body))

@@ -1,0 +1,126 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import mlflow
+import pandas as pd
+import pytest
+import torch
+
+from fishseg.params import Params
+from fishseg.train import HISTORY_COLUMNS, STATE_FILE, train
+
+from .conftest import REPO, merge, tiny_overrides, write_prepared
+
+
+def _read(paths, name):
+    return json.loads((paths.metrics_dir / name).read_text())
+
+
+def test_tiny_training_writes_everything_and_logs_to_mlflow(tmp_path, tiny_params):
+    paths = write_prepared(tmp_path)
+    result = train(tiny_params, paths, progress=False)
+
+    assert result == _read(paths, "train.json")
+    assert 1 <= result["best_epoch"] <= 2 and 0.0 <= result["best_val_iou"] <= 1.0
+    history = pd.read_csv(paths.plots_dir / "train" / "history.csv")
+    assert list(history.columns) == HISTORY_COLUMNS and history["epoch"].tolist() == [1, 2]
+    assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]
+    assert {"config.json", "model.safetensors", "preprocessing.json"} <= {
+        p.name for p in paths.model_dir.iterdir()
+    }
+    state = torch.load(paths.last_dir / STATE_FILE, weights_only=True)
+    assert state["progress"]["completed"] is True
+
+    run_id = json.loads(paths.run_json.read_text())["run_id"]
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = client.get_run(run_id)
+    assert run.data.params["train.lr"] == str(tiny_params.train.lr)
+    assert run.data.metrics["best_val_iou"] == pytest.approx(result["best_val_iou"])
+    assert len(client.get_metric_history(run_id, "val_iou")) == 2
+    artifacts = {a.path for a in client.list_artifacts(run_id, "checkpoint")}
+    assert "checkpoint/model.safetensors" in artifacts
+
+
+def test_training_is_deterministic_on_cpu(tmp_path, tiny_params):
+    a = write_prepared(tmp_path / "a")
+    b = write_prepared(tmp_path / "b")
+    train(tiny_params, a, progress=False)
+    train(tiny_params, b, progress=False)
+    assert _read(a, "train.json") == _read(b, "train.json")
+    assert (a.plots_dir / "train" / "history.csv").read_text() == (
+        b.plots_dir / "train" / "history.csv"
+    ).read_text()
+
+
+def _stage(root, *extra):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "stages" / "train.py"), "--root", str(root), *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+
+
+def _write_params(root, params: Params):
+    import yaml
+
+    (root / "params.yaml").write_text(yaml.safe_dump(json.loads(params.model_dump_json())))
+
+
+@pytest.mark.slow
+def test_interrupted_training_resumes_to_the_same_result(tmp_path, real_params):
+    params = Params.model_validate(
+        merge(real_params.model_dump(), merge(tiny_overrides(), {"train": {"epochs": 3, "batch_size": 2}}))
+    )
+    counts = {"train": 48, "val": 4, "test": 4}
+    straight = write_prepared(tmp_path / "straight", counts=counts)
+    _write_params(straight.root, params)
+    assert _stage(straight.root).wait(timeout=300) == 0
+
+    broken = write_prepared(tmp_path / "broken", counts=counts)
+    _write_params(broken.root, params)
+    proc = _stage(broken.root)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "epoch 1/3" in line:
+            time.sleep(0.3)  # well into epoch 2
+            proc.send_signal(signal.SIGTERM)
+            break
+    out = "".join(lines) + proc.stdout.read()
+    assert proc.wait(timeout=120) != 0, out
+    assert "interrupted" in out and "resume" in out
+    state = torch.load(broken.last_dir / STATE_FILE, weights_only=True)
+    assert state["progress"]["completed"] is False and state["progress"]["epoch"] == 1
+    assert not (broken.metrics_dir / "train.json").exists()
+
+    resumed = _stage(broken.root)
+    out = resumed.stdout.read()
+    assert resumed.wait(timeout=300) == 0, out
+    assert "resuming from" in out
+    assert _read(broken, "train.json") == _read(straight, "train.json")
+    # one MLflow run, continued
+    client = mlflow.MlflowClient(f"sqlite:///{broken.root / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("fishseg").experiment_id])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert len(client.get_metric_history(runs[0].info.run_id, "val_iou")) == 3
+
+
+def test_stale_state_for_other_params_starts_fresh(tmp_path, tiny_params, caplog):
+    paths = write_prepared(tmp_path)
+    train(tiny_params, paths, progress=False)
+    state = torch.load(paths.last_dir / STATE_FILE, weights_only=True)
+    state["progress"]["completed"] = False
+    state["progress"]["epoch"] = 1
+    torch.save(state, paths.last_dir / STATE_FILE)
+    changed = tiny_params.model_copy(update={"train": tiny_params.train.model_copy(update={"lr": 0.01})})
+    with caplog.at_level("INFO"):
+        result = train(changed, paths, progress=False)
+    assert "starting fresh" in caplog.text
+    assert result["epochs_run"] == 2
