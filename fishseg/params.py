@@ -38,6 +38,9 @@ class DataParams(BaseModel):
     on_invalid: Literal["error", "skip"] = "error"
     max_archive_bytes: int = Field(10_000_000_000, gt=0)
     max_archive_members: int = Field(50_000, gt=0)
+    download_retries: int = Field(4, ge=0, le=20)
+    download_backoff_s: float = Field(2.0, ge=0.0, le=600.0)
+    download_timeout_s: float = Field(60.0, gt=0.0, le=3600.0)
     synthetic: SyntheticParams = SyntheticParams()
 
     @field_validator("image_size")

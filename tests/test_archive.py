@@ -1,0 +1,121 @@
+"""fishseg.archive: member checks and capped streaming, below the level of fetch()."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from fishseg.archive import FolderTree, TarTree, ZipTree, _Capped, member_path, open_tree
+from fishseg.errors import FishsegError
+from tests._fishdata import write
+
+ARCHIVE = Path("a.zip")
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("a/b.png", "a/b.png"),
+        ("./a//b.png", "a/b.png"),
+        ("a/", "a"),
+        ("a\\b.png", "a/b.png"),
+        ("x..y.png", "x..y.png"),
+    ],
+)
+def test_member_path_normalises(name: str, expected: str) -> None:
+    assert member_path(ARCHIVE, name) == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "needle"),
+    [
+        ("../a.png", "'..'"),
+        ("a/../../b.png", "'..'"),
+        ("a\\..\\..\\b.png", "'..'"),
+        ("/etc/passwd", "absolute path"),
+        ("\\\\server\\share\\a.png", "absolute path"),
+        ("C:/Windows/a.png", "absolute path"),
+        ("c:evil.png", "absolute path"),
+    ],
+)
+def test_member_path_refuses_escapes(name: str, needle: str) -> None:
+    with pytest.raises(FishsegError, match="unsafe archive a.zip") as info:
+        member_path(ARCHIVE, name)
+    assert needle in str(info.value)
+
+
+class Endless(io.RawIOBase):
+    """A stream that never ends, as a member whose real size exceeds its declared one."""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        buffer[:] = b"\0" * len(buffer)
+        return len(buffer)
+
+
+def test_capped_copy_stops_past_the_declared_size(tmp_path: Path) -> None:
+    with pytest.raises(FishsegError, match="holds more than its declared 10 bytes"):
+        _Capped(ARCHIVE, 10**9).copy(io.BufferedReader(Endless()), tmp_path / "out", "m.png", 10)
+
+
+def test_capped_copy_stops_past_the_total_cap(tmp_path: Path) -> None:
+    capped = _Capped(ARCHIVE, 2_500_000)
+    capped.copy(io.BytesIO(bytes(2_000_000)), tmp_path / "one", "one", 2_000_000)
+    with pytest.raises(
+        FishsegError, match="more bytes than its index declares, more than data.max_archive_bytes = 2500000"
+    ):
+        capped.copy(io.BytesIO(bytes(2_000_000)), tmp_path / "two", "two", 2_000_000)
+
+
+def test_capped_copy_reports_unwritable_destination(tmp_path: Path) -> None:
+    with pytest.raises(FishsegError, match="cannot write .*missing"):
+        _Capped(ARCHIVE, 100).copy(io.BytesIO(b"abc"), tmp_path / "missing" / "out", "m", 3)
+
+
+def test_zip_tree_lists_files_only_and_copies_chosen_ones(tmp_path: Path) -> None:
+    path = tmp_path / "t.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("d/", b"")
+        zf.writestr("d/a.png", b"A")
+        zf.writestr("./d/b.png", b"B")
+    tree = open_tree(path, max_bytes=100, max_members=10)
+    assert isinstance(tree, ZipTree) and tree.files() == ["d/a.png", "d/b.png"]
+    tree.copy_out({"d/b.png": tmp_path / "b"}, progress=False)
+    assert (tmp_path / "b").read_bytes() == b"B"
+
+
+def test_zip_with_duplicate_member_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "dup.zip"
+    with zipfile.ZipFile(path, "w") as zf, pytest.warns(UserWarning, match="Duplicate name"):
+        zf.writestr("a.png", b"1")
+        zf.writestr("a.png", b"2")
+    with pytest.raises(FishsegError, match="'a.png' appears twice"):
+        ZipTree(path, max_bytes=100, max_members=10)
+
+
+def test_tar_tree_copies_in_archive_order(tmp_path: Path) -> None:
+    import tarfile
+
+    src = tmp_path / "src"
+    write(src / "x" / "1.png", b"one")
+    write(src / "x" / "2.png", b"two")
+    path = tmp_path / "t.tar.xz"
+    with tarfile.open(path, "w:xz") as tf:
+        tf.add(src, arcname="top")
+    tree = open_tree(path, max_bytes=100, max_members=10)
+    assert isinstance(tree, TarTree) and tree.files() == ["top/x/1.png", "top/x/2.png"]
+    tree.copy_out({"top/x/2.png": tmp_path / "2", "top/x/1.png": tmp_path / "1"}, progress=False)
+    assert (tmp_path / "1").read_bytes() == b"one" and (tmp_path / "2").read_bytes() == b"two"
+    with pytest.raises(FishsegError, match="max_archive_members = 2"):
+        TarTree(path, max_bytes=100, max_members=2)
+
+
+def test_folder_tree_skips_dangling_links(tmp_path: Path) -> None:
+    write(tmp_path / "a.png", b"a")
+    (tmp_path / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    assert FolderTree(tmp_path).files() == ["a.png"]
