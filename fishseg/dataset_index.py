@@ -16,12 +16,12 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from fishseg.archive import IMAGE_SUFFIXES
 from fishseg.errors import FishsegError
 from fishseg.layout import DATASET_DIR, MASK_SUFFIX
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 # Masks are stored 0/255 but JPEG-like noise is tolerated: pixels at or above this are fish.
 MASK_THRESHOLD = 128
 # A mask counts as binary when at most this fraction of pixels is far from 0 and 255.
@@ -57,7 +57,7 @@ def _images_in(folder: Path) -> dict[str, Path]:
     if not folder.is_dir():
         return {}
     return {
-        p.stem: p for p in sorted(folder.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+        p.stem: p for p in sorted(folder.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
     }
 
 
