@@ -1,8 +1,12 @@
 """Score the trained model on the test split.
 
-Dataset ("micro") IoU, mean per-image IoU, Dice, precision, recall and pixel accuracy
-go to ``metrics/eval.json``; per-species and per-image scores to ``plots/eval/``; the
-test probabilities to a compressed file the plot stage draws from.
+Predictions are made at the training size and resized back to each image's original
+size: the headline numbers (dataset "micro" IoU, mean per-image IoU, Dice, precision,
+recall, pixel accuracy, boundary F1) are at full resolution, with IoU and Dice at the
+training size beside them. ``metrics/eval.json`` stays flat, so ``dvc exp show`` and
+``dvc metrics diff`` show each number as a column; per-species, per-image, confusion and
+worst-image tables go to ``plots/eval/``; the test probabilities to a compressed file
+the plot stage draws from.
 """
 
 from __future__ import annotations
@@ -11,10 +15,14 @@ import json
 import logging
 from typing import Any
 
+import cv2
 import numpy as np
 import pandas as pd
+import torch
+from tqdm import tqdm
 
-from fishseg.data import EpochSampler, Normalizer, SegmentationDataset, make_loader
+from fishseg.data import Normalizer
+from fishseg.dataset_index import read_mask
 from fishseg.device import select_device
 from fishseg.errors import FishsegError
 from fishseg.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text
@@ -23,8 +31,8 @@ from fishseg.metrics import scores, summarize
 from fishseg.model import load_model
 from fishseg.params import Params
 from fishseg.paths import Paths
-from fishseg.prepared import load_split, read_index
-from fishseg.train import evaluate_loader, resolve_precision
+from fishseg.prepared import PreparedSplit, load_split, read_index
+from fishseg.train import resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -62,46 +70,153 @@ def per_species_table(species: list[str], counts: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["species", "n_images", "iou", "dice"])
 
 
+@torch.no_grad()
+def predict_probs(
+    model: torch.nn.Module,
+    split: PreparedSplit,
+    normalizer: Normalizer,
+    *,
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+    batch_size: int,
+    tta: bool,
+    progress: bool,
+) -> np.ndarray:
+    """Fish probabilities (N,H,W) at the training size; with ``tta``, averaged over flips."""
+    model.eval()
+    out = np.empty(split.masks.shape, dtype=np.float32)
+    for start in tqdm(range(0, len(split), batch_size), desc="predict", unit="batch", disable=not progress):
+        images = torch.from_numpy(
+            np.asarray(split.images[start : start + batch_size]).transpose(0, 3, 1, 2).copy()
+        )
+        x = normalizer(images.to(device))
+        views = [(), (3,), (2,)] if tta else [()]
+        total = torch.zeros((x.shape[0], 1, *x.shape[2:]), device=device)
+        for dims in views:
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                logits = model(torch.flip(x, dims) if dims else x).float()
+            total += torch.flip(torch.sigmoid(logits), dims) if dims else torch.sigmoid(logits)
+        out[start : start + batch_size] = (total / len(views))[:, 0].cpu().numpy()
+    return out
+
+
+def counts_from_probs(probs: np.ndarray, masks: np.ndarray, threshold: float) -> np.ndarray:
+    """Per-image ``[tp, fp, fn, tn]`` for probability maps against {0,1} masks."""
+    pred = probs >= threshold
+    truth = masks.astype(bool)
+    axes = tuple(range(1, pred.ndim))
+    tp = (pred & truth).sum(axes)
+    fp = (pred & ~truth).sum(axes)
+    fn = (~pred & truth).sum(axes)
+    tn = (~pred & ~truth).sum(axes)
+    return np.stack([tp, fp, fn, tn], axis=-1).astype(np.int64)
+
+
+def _boundary(mask: np.ndarray) -> np.ndarray:
+    eroded = cv2.erode(
+        mask.astype(np.uint8), np.ones((3, 3), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=0
+    )
+    return mask.astype(bool) & ~eroded.astype(bool)
+
+
+def boundary_f1(pred: np.ndarray, truth: np.ndarray, tolerance: int) -> float:
+    """F1 of boundary pixels matched within ``tolerance`` pixels (1.0 when both are empty)."""
+    pb, tb = _boundary(pred), _boundary(truth)
+    if not pb.any() and not tb.any():
+        return 1.0
+    if not pb.any() or not tb.any():
+        return 0.0
+    # Distance of every pixel to the nearest boundary pixel of the other mask.
+    dist_to_truth = cv2.distanceTransform((~tb).astype(np.uint8), cv2.DIST_L2, 3)
+    dist_to_pred = cv2.distanceTransform((~pb).astype(np.uint8), cv2.DIST_L2, 3)
+    precision = float((dist_to_truth[pb] <= tolerance).mean())
+    recall = float((dist_to_pred[tb] <= tolerance).mean())
+    return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+
+
+def full_resolution_scores(
+    paths: Paths, mask_files: list[str], probs: np.ndarray, threshold: float, tolerance: int, progress: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Counts and boundary F1 per image, with predictions resized back to each original mask."""
+    counts = np.zeros((len(mask_files), 4), dtype=np.int64)
+    bf1 = np.zeros(len(mask_files))
+    for i, rel in enumerate(tqdm(mask_files, desc="full-res", unit="img", disable=not progress)):
+        try:
+            truth, _ = read_mask(paths.root / rel)
+        except (OSError, ValueError) as exc:
+            raise FishsegError(f"{rel}: cannot read the test mask ({exc}); rerun dvc repro split") from None
+        h, w = truth.shape
+        prob = cv2.resize(probs[i], (w, h), interpolation=cv2.INTER_LINEAR)
+        counts[i] = counts_from_probs(prob[None], truth[None], threshold)[0]
+        bf1[i] = boundary_f1(prob >= threshold, truth, tolerance)
+    return counts, bf1
+
+
+def confusion_rows(counts: np.ndarray, resolution: int = 1000) -> pd.DataFrame:
+    """Pixel confusion as ``actual, predicted`` rows for DVC's confusion template.
+
+    DVC counts rows, so each cell gets rows in proportion to its share of all pixels
+    (``resolution`` rows in total: per mille by default).
+    """
+    tp, fp, fn, tn = (int(v) for v in counts.sum(axis=0))
+    total = max(tp + fp + fn + tn, 1)
+    cells = [
+        ("fish", "fish", tp),
+        ("background", "fish", fp),
+        ("fish", "background", fn),
+        ("background", "background", tn),
+    ]
+    rows = []
+    for actual, predicted, n in cells:
+        rows += [(actual, predicted)] * round(resolution * n / total)
+    return pd.DataFrame(rows, columns=["actual", "predicted"])
+
+
 def evaluate(params: Params, paths: Paths, *, progress: bool = True) -> dict[str, Any]:
     """Score ``models/model`` on the test split and write metrics, tables and predictions."""
+    ep = params.evaluate
     test = load_split(paths, "test")
     if len(test) == 0:
         raise FishsegError("the test split is empty; raise split.test or add data")
     device = select_device(params.train.device)
     pre = read_preprocessing(paths.model_dir)
     model = load_model(paths.model_dir, device)
-    normalizer = Normalizer(pre["mean"], pre["std"]).to(device)
-    loader = make_loader(
-        SegmentationDataset(test),
-        EpochSampler(len(test), shuffle=False, seed=0),
-        batch_size=params.train.batch_size,
-        num_workers=0,
-        pin_memory=device.type == "cuda",
-    )
-    _, counts, probs = evaluate_loader(
+    probs = predict_probs(
         model,
-        loader,
-        loss_fn=None,
-        normalizer=normalizer,
+        test,
+        Normalizer(pre["mean"], pre["std"]).to(device),
         device=device,
         amp_dtype=resolve_precision(params.train.precision, device),
-        threshold=params.evaluate.threshold,
-        keep_probs=True,
+        batch_size=params.train.batch_size,
+        tta=ep.tta,
         progress=progress,
     )
-    index = read_index(paths).set_index("id")
-    species = index.loc[test.ids, "species"].tolist()
-    summary = summarize(counts)
+    index = read_index(paths).set_index("id").loc[test.ids]
+    species = index["species"].tolist()
+
+    small = counts_from_probs(probs, np.asarray(test.masks), ep.threshold)
+    full, bf1 = full_resolution_scores(
+        paths, index["mask"].tolist(), probs, ep.threshold, ep.boundary_tolerance, progress
+    )
+    summary = summarize(full)
     metrics = {k: round(summary[k], 6) for k in HEADLINE}
+    metrics["boundary_f1"] = round(float(bf1.mean()), 6)
+    small_summary = summarize(small)
+    metrics["iou_train_size"] = round(small_summary["iou"], 6)
+    metrics["dice_train_size"] = round(small_summary["dice"], 6)
     metrics["n_images"] = len(test)
 
-    per_image = per_image_table(test.ids, species, counts)
-    per_species = per_species_table(species, counts)
+    per_image = per_image_table(test.ids, species, full)
+    per_image["boundary_f1"] = bf1.round(6)
+    per_species = per_species_table(species, full)
     eval_dir = paths.plots_dir / "eval"
     atomic_write_json(paths.metrics_dir / "eval.json", metrics)
     atomic_write_text(eval_dir / "per_image.csv", per_image.to_csv(index=False))
     atomic_write_text(eval_dir / "per_species.csv", per_species.to_csv(index=False))
-    _save_predictions(paths, test.ids, probs, counts)
+    atomic_write_text(eval_dir / "confusion.csv", confusion_rows(full).to_csv(index=False))
+    worst = per_image.sort_values(["iou", "id"]).head(ep.worst_k)
+    atomic_write_text(eval_dir / "worst_images.csv", worst.to_csv(index=False))
+    _save_predictions(paths, test.ids, probs.astype(np.float16), full)
 
     _log_to_mlflow(params, paths, metrics, per_species)
     return metrics
@@ -127,6 +242,9 @@ def _log_to_mlflow(params: Params, paths: Paths, metrics: dict[str, Any], per_sp
         mlflow.log_metrics(
             {f"test_iou.{r.species.replace(' ', '_')}": r.iou for r in per_species.itertuples()}
         )
-        mlflow.log_artifact(str(paths.plots_dir / "eval" / "per_species.csv"), artifact_path="eval")
-        mlflow.log_artifact(str(paths.plots_dir / "eval" / "per_image.csv"), artifact_path="eval")
+        mlflow.log_metrics(
+            {f"test_dice.{r.species.replace(' ', '_')}": r.dice for r in per_species.itertuples()}
+        )
+        for name in ("per_species.csv", "per_image.csv", "worst_images.csv"):
+            mlflow.log_artifact(str(paths.plots_dir / "eval" / name), artifact_path="eval")
         mlflow.log_artifact(str(paths.metrics_dir / "eval.json"), artifact_path="eval")

@@ -133,6 +133,8 @@ class EvaluateParams(BaseModel):
     model_config = _STRICT
     threshold: float = Field(0.5, gt=0.0, lt=1.0)
     worst_k: int = Field(8, ge=1, le=1000)
+    tta: bool = False
+    boundary_tolerance: int = Field(2, ge=0, le=50)
 
 
 class PlotParams(BaseModel):

@@ -79,6 +79,7 @@ def write_prepared(
     root: Path, size: tuple[int, int] = (32, 32), counts: dict | None = None, seed: int = 0
 ) -> Paths:
     """A project with data/prepared, data/index.csv and data/stats.json, as split+stats write them."""
+    import cv2
     import pandas as pd
 
     from fishseg.fsutil import atomic_write_json
@@ -101,14 +102,19 @@ def write_prepared(
         np.save(out / "masks.npy", masks)
         (out / "ids.json").write_text(json.dumps(ids))
         for i, id_ in enumerate(ids):
+            # Originals at twice the training size: evaluate scores at full resolution.
+            big = cv2.resize(masks[i] * 255, (2 * size[1], 2 * size[0]), interpolation=cv2.INTER_NEAREST)
+            mask_file = root / "raw" / f"{id_}_mask.png"
+            mask_file.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(mask_file), big)
             rows.append(
                 {
                     "id": id_,
                     "species": species[i % 2],
                     "image": f"raw/{id_}.png",
-                    "mask": f"raw/{id_}m.png",
-                    "width": size[1],
-                    "height": size[0],
+                    "mask": mask_file.relative_to(root).as_posix(),
+                    "width": 2 * size[1],
+                    "height": 2 * size[0],
                     "fg_frac": float(masks[i].mean()),
                     "group": len(rows),
                     "split": split,

@@ -40,7 +40,10 @@ def _dvc(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProce
 def _copy_repo(dest: Path) -> None:
     listed = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=REPO, capture_output=True, text=True, check=True,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split("\0")
     for rel in filter(None, listed):
         src = REPO / rel
@@ -82,7 +85,10 @@ def test_repro_runs_every_stage_and_writes_outputs(project):
     data = json.loads((project / "metrics" / "data.json").read_text())
     assert data["n_images"] == 9 * 2 * 3 and data["straddling_pairs"] == 0
     assert {p.name for p in (project / "plots" / "png").iterdir()} >= {
-        "curves.png", "predictions_worst.png", "species_iou.png", "confusion.png"
+        "curves.png",
+        "predictions_worst.png",
+        "species_iou.png",
+        "confusion.png",
     }
     _run(["git", "add", "-A"], cwd=project)
     _run(["git", "commit", "-qm", "reference run"], cwd=project)
