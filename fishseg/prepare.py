@@ -95,7 +95,7 @@ def prepare(data: DataParams, split: SplitParams, paths: Paths, progress: bool =
             )
         count = len(index)
         images, masks = all_images[:count], all_masks[:count]
-        index["group"] = group_ids(images, masks, index["species"].tolist())
+        index["group"] = group_ids(images, masks, index["species"].tolist(), threshold=split.group_threshold)
         index["split"] = assign_splits(
             index["species"],
             index["group"],

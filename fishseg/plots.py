@@ -1,0 +1,489 @@
+"""Figures for the pipeline: training curves, prediction grids, evaluation and EDA plots.
+
+Every function takes in-memory data and writes one PNG. Figures are built with the
+object-oriented API (``Figure`` + Agg canvas), so nothing touches pyplot's global figure
+registry or the user's backend, and a figure is freed as soon as it is written. The PNG is
+rendered in memory and written atomically, so a crashed stage never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
+
+from fishseg.fsutil import atomic_write_bytes
+
+# One palette for every figure, so train/val and the splits read the same everywhere.
+TRAIN_COLOR = "#1f77b4"
+VAL_COLOR = "#ff7f0e"
+LR_COLOR = "#7f7f7f"
+IOU_COLOR = "#2a9d8f"
+DICE_COLOR = "#e9c46a"
+SPLIT_COLORS = {"train": "#1f77b4", "val": "#ff7f0e", "test": "#2ca02c"}
+SPLIT_ORDER = ("train", "val", "test")
+
+# Overlay colours (RGB 0-255). FN is yellow rather than blue: the photos show fish on a
+# blue surface, where blue pixels would vanish.
+GT_RGB = (0, 200, 255)
+TP_RGB = (0, 200, 0)
+FP_RGB = (230, 0, 0)
+FN_RGB = (255, 215, 0)
+OVERLAY_ALPHA = 0.45
+
+HISTORY_COLUMNS = ("epoch", "lr", "train_loss", "train_iou", "train_dice", "val_loss", "val_iou", "val_dice")
+PER_SPECIES_COLUMNS = ("species", "n_images", "iou", "dice")
+INDEX_COLUMNS = ("species", "fg_frac", "split")
+
+__all__ = [
+    "plot_confusion",
+    "plot_curves",
+    "plot_dataset_overview",
+    "plot_prediction_grid",
+    "plot_sample_pairs",
+    "plot_species_bars",
+    "select_examples",
+]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, out_png: Path, dpi: int) -> None:
+    """Render ``fig`` to PNG bytes and write them atomically (temp file beside, then rename)."""
+    try:
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=dpi, facecolor="white")
+        atomic_write_bytes(Path(out_png), buf.getvalue())
+    finally:
+        # Drop artists and image buffers now rather than at garbage collection.
+        fig.clear()
+
+
+def _require_columns(df: pd.DataFrame, columns: Sequence[str], what: str) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"{what} lacks column(s) {missing}; it has {list(df.columns)}")
+
+
+def _placeholder(out_png: Path, dpi: int, title: str, message: str) -> None:
+    """An explicit 'nothing to show' figure, so a declared output always exists."""
+    fig = _new_figure(6, 2.5)
+    ax = fig.add_subplot()
+    ax.set_axis_off()
+    ax.set_title(title)
+    ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=12, transform=ax.transAxes)
+    _save(fig, out_png, dpi)
+
+
+def _as_rgb(image: np.ndarray) -> np.ndarray:
+    """An (H, W, 3) uint8 view of a grey, RGB or RGBA image (uint8 or float in [0, 1])."""
+    img = np.asarray(image)
+    if img.ndim == 2:
+        img = np.repeat(img[:, :, None], 3, axis=2)
+    elif img.ndim == 3 and img.shape[2] == 4:
+        img = img[:, :, :3]
+    elif img.ndim == 3 and img.shape[2] == 1:
+        img = np.repeat(img, 3, axis=2)
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"expected an (H, W), (H, W, 3) or (H, W, 4) image, got shape {image.shape}")
+    if img.dtype != np.uint8:
+        img = np.clip(np.rint(np.asarray(img, dtype=np.float64) * 255.0), 0, 255).astype(np.uint8)
+    return img
+
+
+def _as_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A boolean (H, W) mask; any non-zero value is fish (so 0/1 and 0/255 masks both work)."""
+    m = np.asarray(mask)
+    if m.ndim == 3:
+        m = m.any(axis=2) if m.shape[2] > 1 else m[:, :, 0]
+    if m.shape != shape:
+        raise ValueError(f"mask shape {m.shape} does not match image shape {shape}")
+    return m > 0
+
+
+def _tint(image: np.ndarray, where: np.ndarray, rgb: tuple[int, int, int], alpha: float) -> np.ndarray:
+    """Blend ``rgb`` into ``image`` at ``where`` (returns a new uint8 array)."""
+    out = image.astype(np.float32)
+    out[where] = (1.0 - alpha) * out[where] + alpha * np.asarray(rgb, dtype=np.float32)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def _outline(ax: Axes, mask: np.ndarray, rgb: tuple[int, int, int]) -> None:
+    # contour() needs both levels present; an all-fish or empty mask has no boundary.
+    if mask.any() and not mask.all():
+        ax.contour(mask.astype(np.float32), levels=[0.5], colors=[np.asarray(rgb) / 255.0], linewidths=1.0)
+
+
+def _image_axes(ax: Axes, image: np.ndarray, title: str | None = None) -> None:
+    ax.imshow(image, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=9)
+
+
+def _grid_shape(n: int, max_cols: int = 6) -> tuple[int, int]:
+    cols = max(1, min(max_cols, math.ceil(math.sqrt(n))))
+    return math.ceil(n / cols), cols
+
+
+# --------------------------------------------------------------------------- training
+
+
+def plot_curves(history: pd.DataFrame, out_png: Path, dpi: int) -> None:
+    """Loss, IoU and Dice per epoch (train and val) and the learning rate, as a 2x2 grid.
+
+    The epoch with the best validation IoU (the one kept as the model) is marked.
+    """
+    _require_columns(history, HISTORY_COLUMNS, "training history")
+    hist = history.sort_values("epoch").reset_index(drop=True)
+    if hist.empty:
+        _placeholder(out_png, dpi, "Training curves", "no epochs recorded")
+        return
+    epochs = hist["epoch"].to_numpy()
+    # Markers help when there are only a few epochs; on long runs they clutter.
+    marker = "o" if len(hist) <= 30 else None
+    best_val = hist["val_iou"].to_numpy(dtype=float)
+    best_epoch = int(epochs[int(np.nanargmax(best_val))]) if np.isfinite(best_val).any() else None
+
+    fig = _new_figure(11, 7.5)
+    axes = fig.subplots(2, 2, sharex=True)
+    panels = (
+        (axes[0, 0], "loss", "Loss"),
+        (axes[0, 1], "iou", "IoU"),
+        (axes[1, 0], "dice", "Dice"),
+    )
+    for ax, key, label in panels:
+        ax.plot(epochs, hist[f"train_{key}"], color=TRAIN_COLOR, marker=marker, ms=3, label="train")
+        ax.plot(epochs, hist[f"val_{key}"], color=VAL_COLOR, marker=marker, ms=3, label="val")
+        ax.set_title(label)
+        ax.set_ylabel(label)
+        ax.grid(True, alpha=0.3)
+        if key != "loss":
+            ax.set_ylim(-0.02, 1.02)
+        if best_epoch is not None:
+            ax.axvline(best_epoch, color="k", ls="--", lw=0.8, alpha=0.6)
+        ax.legend(loc="best", fontsize=9)
+    if best_epoch is not None:
+        val = float(np.nanmax(best_val))
+        axes[0, 1].annotate(
+            f"best val IoU {val:.3f}\n(epoch {best_epoch})",
+            xy=(best_epoch, val),
+            xytext=(0.5, 0.12),
+            textcoords="axes fraction",
+            ha="center",
+            fontsize=9,
+            arrowprops={"arrowstyle": "->", "color": "k", "lw": 0.8},
+        )
+
+    ax_lr = axes[1, 1]
+    lr = hist["lr"].to_numpy(dtype=float)
+    ax_lr.plot(epochs, lr, color=LR_COLOR, marker=marker, ms=3)
+    ax_lr.set_title("Learning rate")
+    ax_lr.set_ylabel("lr")
+    # A log scale only pays off when the schedule spans more than a decade.
+    positive = lr[np.isfinite(lr) & (lr > 0)]
+    if positive.size == lr.size and positive.size and positive.max() / positive.min() > 10:
+        ax_lr.set_yscale("log")
+    ax_lr.grid(True, alpha=0.3)
+    for ax in axes[1]:
+        ax.set_xlabel("epoch")
+    # Integer epoch ticks: fractional epochs mean nothing.
+    axes[1, 0].xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.suptitle(f"Training curves ({len(hist)} epochs)", fontsize=13)
+    _save(fig, out_png, dpi)
+
+
+# --------------------------------------------------------------------------- predictions
+
+
+def select_examples(ious: np.ndarray, k: int, seed: int) -> dict[str, np.ndarray]:
+    """Indices of ``k`` random (seeded), best (highest IoU) and worst (lowest IoU) samples.
+
+    Each array holds ``min(k, N)`` indices (fewer for best/worst when some IoUs are NaN,
+    which are never ranked). Best is ordered best-first, worst worst-first, random by
+    index; ties keep index order, so the choice is deterministic.
+    """
+    if k < 0:
+        raise ValueError(f"k must be >= 0, got {k}")
+    scores = np.asarray(ious, dtype=np.float64).ravel()
+    n = scores.size
+    finite = np.flatnonzero(np.isfinite(scores))
+    # Stable sorts keep the lower index first among equal scores.
+    ascending = finite[np.argsort(scores[finite], kind="stable")]
+    descending = finite[np.argsort(-scores[finite], kind="stable")]
+    rng = np.random.default_rng(seed)
+    random = np.sort(rng.choice(n, size=min(k, n), replace=False)) if n else np.empty(0, np.intp)
+    return {
+        "random": random.astype(np.intp),
+        "best": descending[:k].astype(np.intp),
+        "worst": ascending[:k].astype(np.intp),
+    }
+
+
+def _error_overlay(image: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    out = _tint(image, truth & pred, TP_RGB, OVERLAY_ALPHA)
+    out = _tint(out, ~truth & pred, FP_RGB, OVERLAY_ALPHA)
+    return _tint(out, truth & ~pred, FN_RGB, OVERLAY_ALPHA)
+
+
+def plot_prediction_grid(
+    images: np.ndarray,
+    masks: np.ndarray,
+    probs: np.ndarray,
+    titles: Sequence[str],
+    out_png: Path,
+    dpi: int,
+    threshold: float = 0.5,
+) -> None:
+    """One row per sample: image | ground truth | prediction coloured TP/FP/FN.
+
+    ``images`` (N, H, W, 3) uint8, ``masks`` (N, H, W) {0, 1}, ``probs`` (N, H, W) in
+    [0, 1]; a pixel is predicted fish when ``prob >= threshold``. ``titles`` label the
+    rows (e.g. id, species and IoU).
+    """
+    n = len(images)
+    if not (len(masks) == len(probs) == len(titles) == n):
+        raise ValueError(
+            f"images, masks, probs and titles differ in length: {n}, {len(masks)}, {len(probs)}, {len(titles)}"
+        )
+    if n == 0:
+        _placeholder(out_png, dpi, "Predictions", "no samples")
+        return
+    first = _as_rgb(images[0])
+    h, w = first.shape[:2]
+    col_w = 3.2
+    # Leave room per row for the title and for the legend at the bottom.
+    fig = _new_figure(3 * col_w, n * (col_w * h / w + 0.45) + 0.6)
+    axes = fig.subplots(n, 3, squeeze=False)
+    for i in range(n):
+        image = _as_rgb(images[i])
+        truth = _as_mask(masks[i], image.shape[:2])
+        prob = np.asarray(probs[i], dtype=np.float32)
+        if prob.shape != truth.shape:
+            raise ValueError(f"probs[{i}] shape {prob.shape} does not match image shape {truth.shape}")
+        pred = prob >= threshold
+        _image_axes(axes[i, 0], image, str(titles[i]))
+        gt_ax = axes[i, 1]
+        _image_axes(gt_ax, _tint(image, truth, GT_RGB, OVERLAY_ALPHA), "ground truth")
+        _outline(gt_ax, truth, GT_RGB)
+        _image_axes(axes[i, 2], _error_overlay(image, truth, pred), f"prediction (p >= {threshold:g})")
+    legend = [
+        Patch(color=np.asarray(GT_RGB) / 255, label="ground truth"),
+        Patch(color=np.asarray(TP_RGB) / 255, label="true positive"),
+        Patch(color=np.asarray(FP_RGB) / 255, label="false positive"),
+        Patch(color=np.asarray(FN_RGB) / 255, label="false negative"),
+    ]
+    fig.legend(handles=legend, loc="outside lower center", ncols=4, fontsize=9, frameon=False)
+    _save(fig, out_png, dpi)
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def plot_species_bars(per_species: pd.DataFrame, out_png: Path, dpi: int) -> None:
+    """Horizontal IoU and Dice bars per species, best species at the top, values printed."""
+    _require_columns(per_species, PER_SPECIES_COLUMNS, "per-species table")
+    if per_species.empty:
+        _placeholder(out_png, dpi, "Test IoU and Dice per species", "no species")
+        return
+    # Ascending IoU puts the best species at the top: barh draws from the bottom up.
+    df = per_species.sort_values(["iou", "species"], ascending=[True, False]).reset_index(drop=True)
+    y = np.arange(len(df))
+    bar_h = 0.38
+    fig = _new_figure(8, 1.2 + 0.55 * len(df))
+    ax = fig.add_subplot()
+    for offset, key, color, label in (
+        (bar_h / 2, "iou", IOU_COLOR, "IoU"),
+        (-bar_h / 2, "dice", DICE_COLOR, "Dice"),
+    ):
+        values = df[key].to_numpy(dtype=float)
+        bars = ax.barh(y + offset, np.nan_to_num(values), height=bar_h, color=color, label=label)
+        labels = ["n/a" if not np.isfinite(v) else f"{v:.3f}" for v in values]
+        ax.bar_label(bars, labels=labels, padding=3, fontsize=8)
+    ax.set_yticks(y, [f"{s} (n={int(c)})" for s, c in zip(df["species"], df["n_images"], strict=True)])
+    macro = float(np.nanmean(df["iou"].to_numpy(dtype=float))) if df["iou"].notna().any() else float("nan")
+    if np.isfinite(macro):
+        ax.axvline(macro, color="k", ls="--", lw=0.8, alpha=0.6, label=f"mean IoU {macro:.3f}")
+    # Room to the right of a full bar for its printed value.
+    ax.set_xlim(0, 1.15)
+    ax.set_xlabel("score")
+    ax.grid(True, axis="x", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=9)
+    ax.set_title("Test IoU and Dice per species")
+    _save(fig, out_png, dpi)
+
+
+def plot_confusion(confusion: np.ndarray, out_png: Path, dpi: int) -> None:
+    """2x2 pixel confusion heatmap: counts and row-normalised percentages.
+
+    ``confusion`` is ``[[tn, fp], [fn, tp]]``: rows are the actual class (background,
+    fish), columns the predicted one. Colour shows the row-normalised rate.
+    """
+    cm = np.asarray(confusion)
+    if cm.shape != (2, 2):
+        raise ValueError(f"confusion must be 2x2 [[tn, fp], [fn, tp]], got shape {cm.shape}")
+    if (cm < 0).any():
+        raise ValueError("confusion counts must be non-negative")
+    counts = cm.astype(np.int64)
+    row_sums = counts.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rates = np.where(row_sums > 0, counts / np.maximum(row_sums, 1), np.nan)
+
+    fig = _new_figure(5.6, 4.6)
+    ax = fig.add_subplot()
+    im = ax.imshow(np.nan_to_num(rates), cmap="Blues", vmin=0.0, vmax=1.0)
+    names = ["background", "fish"]
+    ax.set_xticks([0, 1], names)
+    ax.set_yticks([0, 1], names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("actual")
+    cell_names = [["TN", "FP"], ["FN", "TP"]]
+    for r in range(2):
+        for c in range(2):
+            rate = rates[r, c]
+            pct = "n/a" if not np.isfinite(rate) else f"{100 * rate:.1f}%"
+            # White text on dark cells, black on light ones.
+            color = "white" if np.isfinite(rate) and rate > 0.5 else "black"
+            ax.text(
+                c,
+                r,
+                f"{cell_names[r][c]}\n{counts[r, c]:,}\n({pct})",
+                ha="center",
+                va="center",
+                color=color,
+                fontsize=11,
+            )
+    fig.colorbar(im, ax=ax, label="share of actual class")
+    total = int(counts.sum())
+    acc = (counts[0, 0] + counts[1, 1]) / total if total else float("nan")
+    ax.set_title(f"Pixel confusion (test, {total:,} px, accuracy {acc:.3f})", fontsize=11)
+    _save(fig, out_png, dpi)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def _ordered_splits(splits: Sequence[str]) -> list[str]:
+    present = set(splits)
+    return [s for s in SPLIT_ORDER if s in present] + sorted(present - set(SPLIT_ORDER))
+
+
+def _split_color(split: str, i: int) -> Any:
+    return SPLIT_COLORS.get(split, f"C{(i + 3) % 10}")
+
+
+def plot_dataset_overview(
+    index: pd.DataFrame, out_png: Path, dpi: int, stats: Mapping[str, Any] | None = None
+) -> None:
+    """Images per species stacked by split, and the foreground-fraction histogram per split.
+
+    ``stats`` (the train statistics, optional) adds the train mean foreground fraction
+    and the channel mean/std to the figure.
+    """
+    _require_columns(index, INDEX_COLUMNS, "dataset index")
+    if index.empty:
+        _placeholder(out_png, dpi, "Dataset overview", "no images")
+        return
+    splits = _ordered_splits(index["split"].astype(str).tolist())
+    counts = pd.crosstab(index["species"], index["split"].astype(str)).reindex(columns=splits, fill_value=0)
+    # Largest species at the top of the horizontal bars.
+    counts = counts.loc[counts.sum(axis=1).sort_values(kind="stable").index]
+
+    fig = _new_figure(13, max(4.5, 1.5 + 0.4 * len(counts)))
+    ax_bar, ax_hist = fig.subplots(1, 2, width_ratios=[1.2, 1])
+    left = np.zeros(len(counts))
+    y = np.arange(len(counts))
+    for i, split in enumerate(splits):
+        values = counts[split].to_numpy()
+        ax_bar.barh(y, values, left=left, color=_split_color(split, i), label=f"{split} ({values.sum()})")
+        left += values
+    for yi, total in zip(y, left, strict=True):
+        ax_bar.text(total, yi, f" {int(total)}", va="center", fontsize=8)
+    ax_bar.set_yticks(y, counts.index.astype(str))
+    ax_bar.set_xlabel("images")
+    ax_bar.set_xlim(0, left.max() * 1.12 if left.max() > 0 else 1)
+    ax_bar.grid(True, axis="x", alpha=0.3)
+    ax_bar.legend(loc="lower right", fontsize=9)
+    ax_bar.set_title(f"Images per species and split ({len(index)} total)")
+
+    fg = index["fg_frac"].to_numpy(dtype=float)
+    hi = float(np.nanmax(fg)) if np.isfinite(fg).any() else 1.0
+    bins = np.linspace(0.0, max(hi * 1.05, 1e-3), 31)
+    for i, split in enumerate(splits):
+        values = index.loc[index["split"].astype(str) == split, "fg_frac"].to_numpy(dtype=float)
+        values = values[np.isfinite(values)]
+        if not values.size:
+            continue
+        # Share of each split's images, so splits of different sizes compare directly.
+        weights = np.full(values.size, 1.0 / values.size)
+        ax_hist.hist(
+            values,
+            bins=bins,
+            weights=weights,
+            histtype="step",
+            lw=1.8,
+            color=_split_color(split, i),
+            label=split,
+        )
+    if stats is not None and stats.get("fg_frac") is not None:
+        train_fg = float(stats["fg_frac"])
+        ax_hist.axvline(train_fg, color="k", ls="--", lw=0.8, label=f"train mean {train_fg:.3f}")
+    ax_hist.set_xlabel("foreground fraction (fish pixels / all pixels)")
+    ax_hist.set_ylabel("share of split's images")
+    ax_hist.grid(True, alpha=0.3)
+    ax_hist.legend(fontsize=9)
+    ax_hist.set_title("Foreground fraction per split")
+
+    title = "Dataset overview"
+    if stats is not None and "mean" in stats and "std" in stats:
+        mean = ", ".join(f"{float(v):.3g}" for v in stats["mean"])
+        std = ", ".join(f"{float(v):.3g}" for v in stats["std"])
+        title += f"   (train RGB mean [{mean}], std [{std}])"
+    fig.suptitle(title, fontsize=13)
+    _save(fig, out_png, dpi)
+
+
+def plot_sample_pairs(
+    images: Sequence[np.ndarray], masks: Sequence[np.ndarray], titles: Sequence[str], out_png: Path, dpi: int
+) -> None:
+    """A grid of raw images, each with its mask tinted and outlined (images may differ in size)."""
+    n = len(images)
+    if not (len(masks) == len(titles) == n):
+        raise ValueError(f"images, masks and titles differ in length: {n}, {len(masks)}, {len(titles)}")
+    if n == 0:
+        _placeholder(out_png, dpi, "Sample images", "no samples")
+        return
+    rgb = [_as_rgb(img) for img in images]
+    fish = [_as_mask(m, img.shape[:2]) for m, img in zip(masks, rgb, strict=True)]
+    rows, cols = _grid_shape(n)
+    # Size cells by the median aspect ratio so typical images fill their cell.
+    aspect = float(np.median([img.shape[0] / img.shape[1] for img in rgb]))
+    cell_w = 3.0
+    fig = _new_figure(cols * cell_w, rows * (cell_w * aspect + 0.4) + 0.5)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        if i >= n:
+            ax.set_axis_off()
+            continue
+        _image_axes(ax, _tint(rgb[i], fish[i], GT_RGB, 0.3), str(titles[i]))
+        _outline(ax, fish[i], GT_RGB)
+    fig.suptitle(f"Sample images with ground-truth masks ({n})", fontsize=12)
+    _save(fig, out_png, dpi)
