@@ -219,6 +219,11 @@ def evaluate(params: Params, paths: Paths, *, progress: bool = True) -> dict[str
     _save_predictions(paths, test.ids, probs.astype(np.float16), full)
 
     _log_to_mlflow(params, paths, metrics, per_species)
+    if params.mlflow.register_model:
+        from fishseg.registry import maybe_register
+
+        run_id = json.loads(paths.run_json.read_text())["run_id"] if paths.run_json.is_file() else None
+        maybe_register(params, run_id, metrics["iou"], root=paths.root)
     return metrics
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fishseg.errors import FishsegError
 
@@ -150,6 +150,21 @@ class MlflowParams(BaseModel):
     tracking_uri: str | None = None
     experiment: str = Field("fishseg", min_length=1)
     log_model: bool = True
+    register_model: str | None = None
+
+    @field_validator("register_model")
+    @classmethod
+    def _model_name(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must be a registered model name or null")
+        return value
+
+    @model_validator(mode="after")
+    def _registration_needs_a_logged_model(self) -> MlflowParams:
+        # Only a logged MLflow model can be registered; the checkpoint artifact cannot.
+        if self.register_model and not self.log_model:
+            raise ValueError("mlflow.register_model needs mlflow.log_model: true")
+        return self
 
 
 class Params(BaseModel):

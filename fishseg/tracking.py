@@ -36,8 +36,8 @@ def _is_local_store(uri: str) -> bool:
     return uri.startswith(("sqlite:", "postgresql", "mysql", "mssql"))
 
 
-def setup(params: MlflowParams, root: Path) -> str:
-    """Point MLflow at the store and return the experiment id (created if missing)."""
+def use_store(params: MlflowParams, root: Path) -> str:
+    """Point MLflow at the store (the registry follows it) without creating anything; return the URI."""
     import mlflow
 
     uri = tracking_uri(params, root)
@@ -49,6 +49,14 @@ def setup(params: MlflowParams, root: Path) -> str:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     else:
         os.environ["MLFLOW_TRACKING_URI"] = previous
+    return uri
+
+
+def setup(params: MlflowParams, root: Path) -> str:
+    """Point MLflow at the store and return the experiment id (created if missing)."""
+    import mlflow
+
+    uri = use_store(params, root)
     experiment = mlflow.get_experiment_by_name(params.experiment)
     if experiment is not None:
         return experiment.experiment_id
