@@ -18,6 +18,7 @@ segmented, 1 when some failed, 2 on usage errors (no model, no inputs).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import re
 from collections.abc import Iterable
@@ -95,13 +96,16 @@ def _load_mlflow(ref: str, device: torch.device, root: Path | None) -> Predictor
         model = mlflow.pytorch.load_model(ref)
     except mlflow.exceptions.MlflowException as exc:
         raise FishsegError(f"--model {ref}: cannot load it from {uri}: {exc.message}") from None
-    shape = info.signature.inputs.inputs[0].shape if info.signature is not None else None
+    inputs = info.signature.inputs.inputs if info.signature is not None else []
+    shape = getattr(inputs[0], "shape", None) if len(inputs) == 1 else None
     if not shape or len(shape) != 4 or min(shape[2:]) <= 0:
         raise FishsegError(
             f"--model {ref}: its signature does not give a fixed input size (B, 3, H, W): {shape}; "
             "log it with fishseg.mlflow_model.log_inference_model"
         )
-    # The exported graph is not an nn.Module that supports eval(); it was exported in eval mode.
+    # A torch.export (pt2) graph refuses eval(); it was exported in eval mode already.
+    with contextlib.suppress(NotImplementedError):
+        model.eval()
     return Predictor(model.to(device), (int(shape[2]), int(shape[3])), ref)
 
 

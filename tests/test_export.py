@@ -12,19 +12,14 @@ import pytest
 
 from fishseg.export import DEFAULT_TOLERANCE, check_parity, export_onnx, main, max_abs_diff
 from fishseg.inference import load_inference_model
-from fishseg.params import Params, load_params
-from fishseg.train import train
 
-from .conftest import REPO, merge, tiny_overrides, write_prepared
+from ._trained import trained_model_dir
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     """``models/model`` from a tiny real training run (trained batch-norm statistics included)."""
-    params = Params.model_validate(merge(load_params(REPO / "params.yaml").model_dump(), tiny_overrides()))
-    paths = write_prepared(tmp_path_factory.mktemp("trained"))
-    train(params, paths, progress=False)
-    return paths.model_dir
+    return trained_model_dir(tmp_path_factory)
 
 
 def test_export_command_matches_pytorch_on_a_batch_of_two(model_dir, tmp_path, caplog):

@@ -17,11 +17,10 @@ from mlflow.models import infer_signature
 from fishseg import tracking
 from fishseg.dataset_index import read_rgb
 from fishseg.inference import InferenceModel, load_inference_model, predict_image
-from fishseg.params import Params, load_params
+from fishseg.params import Params
 from fishseg.predict import collect_inputs, main, output_stems
-from fishseg.train import train
 
-from .conftest import REPO, merge, tiny_overrides, write_prepared
+from ._trained import trained_model_dir
 
 SIZES = {"a.png": (45, 61), "b.jpg": (120, 90), "deep/a.png": (33, 200), "deep/c.bmp": (64, 64)}
 
@@ -29,10 +28,7 @@ SIZES = {"a.png": (45, 61), "b.jpg": (120, 90), "deep/a.png": (33, 200), "deep/c
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     """``models/model`` from a tiny real training run."""
-    params = Params.model_validate(merge(load_params(REPO / "params.yaml").model_dump(), tiny_overrides()))
-    paths = write_prepared(tmp_path_factory.mktemp("trained"))
-    train(params, paths, progress=False)
-    return paths.model_dir
+    return trained_model_dir(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

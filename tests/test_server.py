@@ -1,0 +1,208 @@
+"""The pipeline against a real `mlflow server` on 127.0.0.1, read back over its REST API.
+
+The server runs with one worker and no job runner (about 7 s to start, 0.5 GB), SQLite
+behind it and artifacts proxied into the test's temp dir. The train and evaluate stages
+run as users run them (`python stages/<stage>.py`) with `MLFLOW_TRACKING_URI` pointing at it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import mlflow
+import numpy as np
+import pytest
+import requests
+import torch
+import yaml
+
+from fishseg.inference import load_inference_model
+from fishseg.params import Params
+from fishseg.predict import main as predict_main
+
+from .conftest import REPO, merge, tiny_overrides, write_prepared
+
+pytestmark = pytest.mark.slow
+
+MODEL_NAME = "fishseg-server-test"
+START_TIMEOUT_S = 90
+STOP_TIMEOUT_S = 20
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM to the server's process group (the CLI and its uvicorn worker), SIGKILL if it hangs."""
+    if proc.poll() is not None:
+        return
+    started = time.perf_counter()
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=STOP_TIMEOUT_S)
+    print(f"mlflow server stopped in {time.perf_counter() - started:.1f} s")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A running tracking server; its URL. Always stopped at the end of the module."""
+    root = tmp_path_factory.mktemp("mlflow_server")
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    log_file = (root / "server.log").open("w")
+    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+    cmd = [
+        str(Path(sys.executable).parent / "mlflow"),
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{root / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(root / "artifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"mlflow server exited ({proc.returncode}):\n{(root / 'server.log').read_text()}")
+            try:
+                if requests.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            if time.perf_counter() - started > START_TIMEOUT_S:
+                pytest.fail(f"mlflow server not healthy after {START_TIMEOUT_S} s")
+            time.sleep(0.25)
+        print(f"mlflow server ready in {time.perf_counter() - started:.1f} s")
+        yield {"url": url, "artifacts": root / "artifacts"}
+    finally:
+        _stop(proc)
+        log_file.close()
+
+
+def _stage(name: str, root: Path, url: str) -> subprocess.CompletedProcess:
+    env = dict(
+        os.environ,
+        MLFLOW_TRACKING_URI=url,
+        # fail in seconds, not minutes of retries, if the server is gone
+        MLFLOW_HTTP_REQUEST_MAX_RETRIES="0",
+        MLFLOW_HTTP_REQUEST_TIMEOUT="60",
+    )
+    return subprocess.run(
+        [sys.executable, str(REPO / "stages" / f"{name}.py"), "--root", str(root)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def project(server, tmp_path_factory):
+    """A tiny project trained and evaluated through the stage scripts, logging to the server."""
+    paths = write_prepared(tmp_path_factory.mktemp("project"))
+    base = yaml.safe_load((REPO / "params.yaml").read_text())
+    overrides = merge(tiny_overrides(), {"mlflow": {"log_model": True, "register_model": MODEL_NAME}})
+    params = Params.model_validate(merge(base, overrides))
+    (paths.root / "params.yaml").write_text(yaml.safe_dump(json.loads(params.model_dump_json())))
+    for stage in ("train", "evaluate"):
+        started = time.perf_counter()
+        proc = _stage(stage, paths.root, server["url"])
+        assert proc.returncode == 0, f"{stage} failed:\n{proc.stdout}\n{proc.stderr}"
+        print(f"{stage} stage against the server: {time.perf_counter() - started:.1f} s")
+    return paths
+
+
+def _api(server, method: str, endpoint: str, **kwargs) -> dict:
+    response = requests.request(method, f"{server['url']}/api/2.0/mlflow/{endpoint}", timeout=30, **kwargs)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_run_metrics_and_artifacts_over_rest(server, project):
+    experiment = _api(server, "GET", "experiments/get-by-name", params={"experiment_name": "fishseg"})
+    experiment_id = experiment["experiment"]["experiment_id"]
+    runs = _api(server, "POST", "runs/search", json={"experiment_ids": [experiment_id]})["runs"]
+    run_id = json.loads(project.run_json.read_text())["run_id"]
+    assert [r["info"]["run_id"] for r in runs] == [run_id]
+
+    run = _api(server, "GET", "runs/get", params={"run_id": run_id})["run"]
+    assert run["info"]["status"] == "FINISHED"
+    metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
+    train_json = json.loads((project.metrics_dir / "train.json").read_text())
+    eval_json = json.loads((project.metrics_dir / "eval.json").read_text())
+    assert metrics["best_val_iou"] == pytest.approx(train_json["best_val_iou"])
+    assert metrics["test_iou"] == pytest.approx(eval_json["iou"])
+    params = {p["key"]: p["value"] for p in run["data"]["params"]}
+    assert params["train.epochs"] == "2" and params["mlflow.register_model"] == MODEL_NAME
+    history = _api(server, "GET", "metrics/get-history", params={"run_id": run_id, "metric_key": "val_iou"})
+    assert [m["step"] for m in history["metrics"]] == [1, 2]
+
+    listed = _api(server, "GET", "artifacts/list", params={"run_id": run_id, "path": "checkpoint"})
+    assert {"checkpoint/model.safetensors", "checkpoint/preprocessing.json"} <= {
+        f["path"] for f in listed["files"]
+    }
+    listed = _api(server, "GET", "artifacts/list", params={"run_id": run_id, "path": "eval"})
+    assert "eval/per_species.csv" in {f["path"] for f in listed["files"]}
+    # the server stored them where it was told to, not in the project
+    assert list(server["artifacts"].rglob("model.safetensors"))
+    assert not (project.root / "mlartifacts").exists() and not (project.root / "mlflow.db").exists()
+
+
+def test_logged_model_is_registered_and_loads_from_the_server(server, project, monkeypatch, tmp_path):
+    run_id = json.loads(project.run_json.read_text())["run_id"]
+    alias = _api(server, "GET", "registered-models/alias", params={"name": MODEL_NAME, "alias": "champion"})
+    version = alias["model_version"]
+    eval_json = json.loads((project.metrics_dir / "eval.json").read_text())
+    assert version["version"] == "1" and version["run_id"] == run_id
+    assert float({t["key"]: t["value"] for t in version["tags"]}["test_iou"]) == pytest.approx(
+        eval_json["iou"]
+    )
+
+    experiment_id = _api(server, "GET", "runs/get", params={"run_id": run_id})["run"]["info"]["experiment_id"]
+    logged = _api(server, "POST", "logged-models/search", json={"experiment_ids": [experiment_id]})["models"]
+    assert [m["info"]["source_run_id"] for m in logged] == [run_id]
+    assert version["source"] == f"models:/{logged[0]['info']['model_id']}"
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server["url"])
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(server["url"])
+    try:
+        served = mlflow.pytorch.load_model(f"models:/{MODEL_NAME}@champion")
+    finally:
+        mlflow.set_tracking_uri(previous)  # the server stops after this module
+    local, pre = load_inference_model(project.model_dir)
+    images = torch.from_numpy(
+        np.random.default_rng(0).uniform(0, 255, (2, 3, *pre["image_size"])).astype(np.float32)
+    )
+    with torch.no_grad():
+        assert torch.allclose(served(images), local(images), atol=1e-5)
+
+    photo = tmp_path / "photo.png"
+    image = np.full((50, 70, 3), (160, 60, 30), np.uint8)
+    cv2.ellipse(image, (35, 25), (20, 10), 0, 0, 360, (120, 170, 200), -1)
+    assert cv2.imwrite(str(photo), image)
+    out = tmp_path / "out"
+    argv = [str(photo), "--model", f"runs:/{run_id}/model", "--out", str(out), "--no-progress"]
+    assert predict_main(argv) == 0
+    assert cv2.imread(str(out / "masks" / "photo.png"), cv2.IMREAD_UNCHANGED).shape == (50, 70)
