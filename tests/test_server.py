@@ -24,8 +24,9 @@ import requests
 import torch
 import yaml
 
+from fishseg import tracking
 from fishseg.inference import load_inference_model
-from fishseg.params import Params
+from fishseg.params import MlflowParams, Params
 from fishseg.predict import main as predict_main
 
 from .conftest import REPO, merge, tiny_overrides, write_prepared
@@ -184,25 +185,27 @@ def test_logged_model_is_registered_and_loads_from_the_server(server, project, m
     assert [m["info"]["source_run_id"] for m in logged] == [run_id]
     assert version["source"] == f"models:/{logged[0]['info']['model_id']}"
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", server["url"])
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(server["url"])
-    try:
-        served = mlflow.pytorch.load_model(f"models:/{MODEL_NAME}@champion")
-    finally:
-        mlflow.set_tracking_uri(previous)  # the server stops after this module
     local, pre = load_inference_model(project.model_dir)
     images = torch.from_numpy(
         np.random.default_rng(0).uniform(0, 255, (2, 3, *pre["image_size"])).astype(np.float32)
     )
-    with torch.no_grad():
-        assert torch.allclose(served(images), local(images), atol=1e-5)
-
     photo = tmp_path / "photo.png"
     image = np.full((50, 70, 3), (160, 60, 30), np.uint8)
     cv2.ellipse(image, (35, 25), (20, 10), 0, 0, 360, (120, 170, 200), -1)
     assert cv2.imwrite(str(photo), image)
     out = tmp_path / "out"
-    argv = [str(photo), "--model", f"runs:/{run_id}/model", "--out", str(out), "--no-progress"]
-    assert predict_main(argv) == 0
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server["url"])
+    previous = mlflow.get_tracking_uri()
+    try:
+        tracking.use_store(MlflowParams(), project.root)  # the variable wins, as in every stage
+        served = mlflow.pytorch.load_model(f"models:/{MODEL_NAME}@champion")
+        with torch.no_grad():
+            assert torch.allclose(served(images), local(images), atol=1e-5)
+        argv = [str(photo), "--model", f"runs:/{run_id}/model", "--out", str(out), "--no-progress"]
+        assert predict_main(argv) == 0
+    finally:
+        # Later tests must not talk to a stopped server (this also sets the variable, which
+        # monkeypatch restores after the test).
+        mlflow.set_tracking_uri(previous)
     assert cv2.imread(str(out / "masks" / "photo.png"), cv2.IMREAD_UNCHANGED).shape == (50, 70)
