@@ -10,8 +10,8 @@ The script paths are absolute ``file://`` URLs: DVC writes its page wherever ``-
 so no relative path from the page to the bundles holds in general. ``install`` rewrites
 the template on every run (it is cheap), so a moved checkout is fixed by ``make setup``.
 
-Only stdlib here: ``make setup`` runs this right after the venv exists and it must not
-pull in the heavy parts of the package.
+Standard library only (plus ``fishseg.fsutil``): ``make setup`` runs this on every call,
+so it must stay fast and not import the heavy parts of the package.
 
     python -m fishseg.plots_page install   # what `make setup` runs
     python -m fishseg.plots_page check     # exit 1 and a list of problems if not usable
