@@ -6,8 +6,10 @@ without it everything here degrades to a single process.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -63,6 +65,32 @@ def broadcast_flag(flag: bool, d: Dist, device: torch.device) -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
+
+
+def sync_buffers(model: torch.nn.Module, d: Dist) -> None:
+    """Give every rank rank 0's buffers (batch-norm statistics).
+
+    DDP copies them from rank 0 *before* each forward, so after the last step every rank
+    holds its own update; validation and the saved model must all use rank 0's.
+    """
+    if d.enabled:
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
+
+
+def broadcast_object(obj: Any, d: Dist) -> Any:
+    """Rank 0's ``obj`` on every rank (pickled between our own processes, never from a file)."""
+    if not d.enabled:
+        return obj
+    box = [obj if d.is_main else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def quiet_other_ranks(d: Dist, logger: str = "fishseg") -> None:
+    """Only rank 0 reports progress; the others still log warnings and errors."""
+    if not d.is_main:
+        logging.getLogger(logger).setLevel(logging.WARNING)
 
 
 def barrier(d: Dist) -> None:

@@ -69,13 +69,37 @@ def load_encoder_weights(model: nn.Module, path: Path) -> None:
     log.info("loaded encoder weights from %s (%d missing, %d unused keys)", path, missing, unexpected)
 
 
+def set_train_mode(model: nn.Module) -> None:
+    """``model.train()``, but a frozen encoder stays in eval mode.
+
+    A frozen backbone keeps its batch-norm statistics too: updating them under frozen
+    weights would shift the features the decoder learns from.
+    """
+    model.train()
+    inner = unwrap(model)
+    encoder = getattr(inner, "encoder", None)
+    if encoder is not None and not any(p.requires_grad for p in encoder.parameters()):
+        encoder.eval()
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain model inside DistributedDataParallel and/or ``torch.compile``."""
+    while True:
+        inner = getattr(model, "_orig_mod", None)
+        if inner is None:
+            inner = getattr(model, "module", None)
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
+
+
 def save_model(model: nn.Module, out_dir: Path) -> None:
     """``save_pretrained``: config.json + model.safetensors, reloadable without our code.
 
     The config records ``encoder_weights: null``: the weights are in the file, and a
     recorded ``imagenet`` would make ``from_pretrained`` download them again.
     """
-    model = getattr(model, "module", model)
+    model = unwrap(model)
     model.save_pretrained(str(out_dir))
     config_path = out_dir / "config.json"
     config = json.loads(config_path.read_text())
