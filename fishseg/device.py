@@ -50,8 +50,11 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         torch.backends.cudnn.benchmark = True
 
 
-def default_workers(device: torch.device) -> int:
-    """Loader workers for ``num_workers: auto``: none on CPU (the cores train), several on GPU."""
+def default_workers(device: torch.device, processes: int = 1) -> int:
+    """Loader workers for ``num_workers: auto``: none on CPU (the cores train), several on GPU.
+
+    ``processes`` training processes on this node share its cores.
+    """
     if device.type != "cuda":
         return 0
-    return max(1, min(8, (os.cpu_count() or 2) - 1))
+    return max(1, min(8, ((os.cpu_count() or 2) - processes) // processes))

@@ -20,6 +20,7 @@ class Dist:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    local_world_size: int = 1  # processes on this node
 
     @property
     def enabled(self) -> bool:
@@ -35,7 +36,12 @@ def from_env() -> Dist:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Dist()
-    return Dist(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    return Dist(
+        int(os.environ["RANK"]),
+        world,
+        int(os.environ.get("LOCAL_RANK", "0")),
+        int(os.environ.get("LOCAL_WORLD_SIZE", "1")),
+    )
 
 
 def init(d: Dist, device: torch.device) -> None:

@@ -311,7 +311,7 @@ def train(params: Params, paths: Paths, *, progress: bool = True) -> dict[str, A
     if len(val_split) == 0:
         log.warning("the val split is empty; the model of the last epoch is kept")
 
-    workers = default_workers(device) if tp.num_workers == "auto" else tp.num_workers
+    workers = default_workers(device, d.local_world_size) if tp.num_workers == "auto" else tp.num_workers
     pin = device.type == "cuda"
     augmentation = build_augmentation(params.augment, params.data.image_size)
     train_sampler = EpochSampler(
