@@ -4,10 +4,11 @@ The pipeline side is ``fishseg.train.train_one_epoch`` as the train stage runs i
 prepared-array loader with augmentation, transfer and normalisation on the device, the
 epoch meter (confusion counts), the lr schedule and the stop-signal check. The bare side
 is model + loss + optimizer over the very same batches, collated, normalised and moved
-to the device beforehand. Rounds alternate, so both see the same machine load; the best
-round of each counts.
+to the device beforehand. Each round times one epoch of each, back to back (the order
+alternating), so both see the same machine load; the overhead is the median over rounds
+of the time ratio, the throughputs are medians too.
 
-    python benchmarks/train_overhead.py [--n 64] [--size 96 128] [--batch-size 8] [--rounds 3]
+    python benchmarks/train_overhead.py [--n 64] [--size 96 128] [--batch-size 8] [--rounds 7]
 
 Device: CUDA when present (bf16 autocast, channels_last, as the train stage does), else CPU.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -102,7 +104,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, nargs=2, default=[96, 128], help="height width")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--encoder", default="mobilenet_v2")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
     args = parser.parse_args()
     if args.threads:
@@ -150,25 +152,28 @@ def main() -> None:
         bare_epoch(copy.deepcopy(initial), batches, params, device, amp_dtype)
 
         pipe_s, bare_s = [], []
-        for _ in tqdm(range(args.rounds), desc="rounds", leave=False):
-            model = copy.deepcopy(initial)
-            pipe_s.append(
-                pipeline_epoch(
-                    model, loader, sampler, 1, params, device, amp_dtype, normalizer, channels_last
-                )
-            )
-            bare_s.append(bare_epoch(copy.deepcopy(initial), batches, params, device, amp_dtype))
+        for i in tqdm(range(args.rounds), desc="rounds", leave=False):
+            for side in ("pipe", "bare") if i % 2 == 0 else ("bare", "pipe"):
+                model = copy.deepcopy(initial)
+                if side == "pipe":
+                    seconds = pipeline_epoch(
+                        model, loader, sampler, 1, params, device, amp_dtype, normalizer, channels_last
+                    )
+                    pipe_s.append(seconds)
+                else:
+                    bare_s.append(bare_epoch(model, batches, params, device, amp_dtype))
 
     n = len(split)
-    pipe, bare = n / min(pipe_s), n / min(bare_s)
+    pipe, bare = n / statistics.median(pipe_s), n / statistics.median(bare_s)
+    overhead = statistics.median(p / b for p, b in zip(pipe_s, bare_s, strict=True)) - 1
     precision = str(amp_dtype).removeprefix("torch.") if amp_dtype else "fp32"
     print(
         f"train images/s, Unet {args.encoder}, {args.size[0]}x{args.size[1]}, batch {args.batch_size}, "
         f"{device} {precision}, {torch.get_num_threads()} CPU threads, loader workers {workers}, "
-        f"best of {args.rounds}"
+        f"medians of {args.rounds} rounds"
     )
     print(f"{'pipeline step':>14} {'bare smp loop':>14} {'overhead':>9}")
-    print(f"{pipe:>14.1f} {bare:>14.1f} {100 * (bare / pipe - 1):>8.1f}%")
+    print(f"{pipe:>14.1f} {bare:>14.1f} {100 * overhead:>8.1f}%")
     print(
         "rounds (s): pipeline "
         + " ".join(f"{t:.2f}" for t in pipe_s)
