@@ -44,17 +44,28 @@ def from_env() -> Dist:
     )
 
 
+# Control messages (the per-step stop flag) travel over gloo between CPUs: on NCCL they
+# would need a GPU tensor read back every step, a sync that stalls the GPU's queue.
+_control_group: Any = None
+
+
 def init(d: Dist, device: torch.device) -> None:
-    """Join the process group: NCCL on GPUs, gloo on CPU."""
+    """Join the process group: NCCL on GPUs (plus a gloo group for control), gloo on CPU."""
+    global _control_group
     if d.enabled and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+            dist.init_process_group("nccl")
+            _control_group = dist.new_group(backend="gloo")
+        else:
+            dist.init_process_group("gloo")
 
 
 def shutdown(d: Dist) -> None:
+    global _control_group
     if d.enabled and dist.is_initialized():
         dist.destroy_process_group()
+        _control_group = None
 
 
 def all_reduce_sum(t: torch.Tensor, d: Dist) -> torch.Tensor:
@@ -64,13 +75,13 @@ def all_reduce_sum(t: torch.Tensor, d: Dist) -> torch.Tensor:
     return t
 
 
-def broadcast_flag(flag: bool, d: Dist, device: torch.device) -> bool:
+def broadcast_flag(flag: bool, d: Dist) -> bool:
     """True on every rank if it is true on any (a stop request seen by one rank stops all)."""
     if not d.enabled:
         return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item() > 0)
+    t = torch.tensor([1 if flag else 0], dtype=torch.int32)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=_control_group)
+    return bool(t.item())
 
 
 def sync_buffers(model: torch.nn.Module, d: Dist) -> None:

@@ -228,7 +228,7 @@ def train_one_epoch(
             scheduler.step()
         step += 1
         bar.update(1)
-        if distributed.broadcast_flag(bool(stop), d, device):
+        if distributed.broadcast_flag(bool(stop), d):
             on_step(step)
             bar.close()
             return False
