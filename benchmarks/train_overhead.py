@@ -8,7 +8,7 @@ to the device beforehand. Each round times one epoch of each, back to back (the 
 alternating), so both see the same machine load; the overhead is the median over rounds
 of the time ratio, the throughputs are medians too.
 
-    python benchmarks/train_overhead.py [--n 64] [--size 96 128] [--batch-size 8] [--rounds 7]
+    python benchmarks/train_overhead.py [--photos 2] [--size 96 128] [--batch-size 8] [--rounds 7]
 
 Device: CUDA when present (bf16 autocast, channels_last, as the train stage does), else CPU.
 """
@@ -34,7 +34,6 @@ from fishseg.device import default_workers, select_device
 from fishseg.losses import build_loss
 from fishseg.metrics import EpochMeter
 from fishseg.model import build_model
-from fishseg.params import Params
 from fishseg.prepared import load_split
 from fishseg.train import StopFlag, build_optimizer, build_scheduler, resolve_precision, train_one_epoch
 
@@ -100,7 +99,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--n", type=int, default=64, help="training images per epoch")
+    parser.add_argument(
+        "--photos", type=int, default=2, help="synthetic photos per species (x9 species x4 copies)"
+    )
     parser.add_argument("--size", type=int, nargs=2, default=[96, 128], help="height width")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--encoder", default="mobilenet_v2")
@@ -110,18 +111,21 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    raw = json.loads(Params().model_dump_json())
-    raw["model"]["encoder"] = args.encoder
-    raw["data"]["image_size"] = args.size
-    raw["train"].update(batch_size=args.batch_size, deterministic=False, warmup_epochs=0)
-    params = Params.model_validate(raw)
+    params = _common.params_with(
+        data={
+            "image_size": args.size,
+            "synthetic": {"photos_per_species": args.photos, "copies_per_photo": 4},
+        },
+        model={"encoder": args.encoder},
+        train={"batch_size": args.batch_size, "deterministic": False, "warmup_epochs": 0},
+    )
     device = select_device("auto")
     amp_dtype = resolve_precision("auto", device)
     channels_last = device.type == "cuda"
     torch.backends.cudnn.benchmark = True
 
     with tempfile.TemporaryDirectory() as tmp:
-        paths = _common.write_project(Path(tmp), {"train": args.n}, tuple(args.size))
+        paths = _common.synthetic_project(Path(tmp), params)
         split = load_split(paths, "train")
         stats = json.loads(paths.stats_json.read_text())
         normalizer = Normalizer(stats["mean"], stats["std"]).to(device)
