@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from fishseg.augment import build_augmentation
-from fishseg.data import EpochSampler, SegmentationDataset, make_loader
+from fishseg.data import EpochSampler, SegmentationDataset, make_loader, seed_transform
 from fishseg.dataset_index import read_mask, read_rgb
 from fishseg.prepared import load_split, read_index
 
@@ -44,7 +44,7 @@ class PngDataset(torch.utils.data.Dataset):
         # The split stage's decode and resize, done here on every read.
         image = cv2.resize(read_rgb(image_path), (width, height), interpolation=cv2.INTER_AREA)
         mask = cv2.resize(read_mask(mask_path)[0], (width, height), interpolation=cv2.INTER_NEAREST)
-        self.transform.set_random_seed(seed)
+        seed_transform(self.transform, seed)
         out = self.transform(image=image, mask=mask)
         image = torch.from_numpy(np.ascontiguousarray(out["image"].transpose(2, 0, 1)))
         return image, torch.from_numpy(np.ascontiguousarray(out["mask"]))[None]
