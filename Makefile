@@ -13,9 +13,9 @@ export HF_HUB_OFFLINE := 1
 export DVC_NO_ANALYTICS := 1
 export MPLBACKEND := Agg
 
-.PHONY: setup run test lint clean-venv
+.PHONY: setup plots-assets run test lint clean-venv
 
-setup: $(STAMP)
+setup: $(STAMP) plots-assets
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,13 @@ $(STAMP): requirements.txt
 	$(BIN)/python -m pip install -q -r requirements.txt
 	rm -f $(VENV)/.installed-*
 	touch $@
+
+# The offline page of `dvc plots show/diff` (.dvc/config: plots.html_template): pinned vega
+# bundles from the npm registry into .dvc-plots-assets/ (fetched once), and the page
+# template that points at them by absolute path (rewritten every time, so a moved checkout
+# is fixed by the next `make setup`).
+plots-assets: $(STAMP)
+	$(BIN)/python -m fishseg.plots_page install
 
 run: setup
 	$(BIN)/dvc repro

@@ -23,6 +23,11 @@ def select_device(spec: str = "auto", local_rank: int | None = None) -> torch.de
     if not torch.cuda.is_available():
         raise FishsegError(f"train.device = {spec!r} but no CUDA GPU is visible; use auto or cpu")
     if local_rank is not None:
+        if local_rank >= torch.cuda.device_count():
+            raise FishsegError(
+                f"process {local_rank} has no GPU of its own ({torch.cuda.device_count()} visible); "
+                "lower train.nproc_per_node (torchrun --nproc_per_node) or use train.device: cpu"
+            )
         return torch.device("cuda", local_rank)
     device = torch.device("cuda" if spec == "auto" else spec)
     if device.index is not None and device.index >= torch.cuda.device_count():
@@ -45,8 +50,11 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         torch.backends.cudnn.benchmark = True
 
 
-def default_workers(device: torch.device) -> int:
-    """Loader workers for ``num_workers: auto``: none on CPU (the cores train), several on GPU."""
+def default_workers(device: torch.device, processes: int = 1) -> int:
+    """Loader workers for ``num_workers: auto``: none on CPU (the cores train), several on GPU.
+
+    ``processes`` training processes on this node share its cores.
+    """
     if device.type != "cuda":
         return 0
-    return max(1, min(8, (os.cpu_count() or 2) - 1))
+    return max(1, min(8, ((os.cpu_count() or 2) - processes) // processes))

@@ -33,13 +33,13 @@ DICE_COLOR = "#e9c46a"
 SPLIT_COLORS = {"train": "#1f77b4", "val": "#ff7f0e", "test": "#2ca02c"}
 SPLIT_ORDER = ("train", "val", "test")
 
-# Overlay colours (RGB 0-255). FN is yellow rather than blue: the photos show fish on a
-# blue surface, where blue pixels would vanish.
-GT_RGB = (0, 200, 255)
+# Overlay colours (RGB 0-255). The photos show fish on a blue surface, where blue or cyan
+# would vanish: ground truth is magenta and FN yellow.
+GT_RGB = (255, 0, 200)
 TP_RGB = (0, 200, 0)
 FP_RGB = (230, 0, 0)
 FN_RGB = (255, 215, 0)
-OVERLAY_ALPHA = 0.45
+OVERLAY_ALPHA = 0.55
 
 HISTORY_COLUMNS = ("epoch", "lr", "train_loss", "train_iou", "train_dice", "val_loss", "val_iou", "val_dice")
 PER_SPECIES_COLUMNS = ("species", "n_images", "iou", "dice")
@@ -128,7 +128,7 @@ def _tint(image: np.ndarray, where: np.ndarray, rgb: tuple[int, int, int], alpha
 def _outline(ax: Axes, mask: np.ndarray, rgb: tuple[int, int, int]) -> None:
     # contour() needs both levels present; an all-fish or empty mask has no boundary.
     if mask.any() and not mask.all():
-        ax.contour(mask.astype(np.float32), levels=[0.5], colors=[np.asarray(rgb) / 255.0], linewidths=1.0)
+        ax.contour(mask.astype(np.float32), levels=[0.5], colors=[np.asarray(rgb) / 255.0], linewidths=1.5)
 
 
 def _image_axes(ax: Axes, image: np.ndarray, title: str | None = None) -> None:
@@ -326,7 +326,8 @@ def plot_species_bars(per_species: pd.DataFrame, out_png: Path, dpi: int) -> Non
     ax.set_xlim(0, 1.15)
     ax.set_xlabel("score")
     ax.grid(True, axis="x", alpha=0.3)
-    ax.legend(loc="lower right", fontsize=9)
+    # Outside the axes: inside, it would hide the printed values of some bar.
+    fig.legend(loc="outside lower center", ncols=3, fontsize=9, frameon=False)
     ax.set_title("Test IoU and Dice per species")
     _save(fig, out_png, dpi)
 
@@ -374,7 +375,7 @@ def plot_confusion(confusion: np.ndarray, out_png: Path, dpi: int) -> None:
     fig.colorbar(im, ax=ax, label="share of actual class")
     total = int(counts.sum())
     acc = (counts[0, 0] + counts[1, 1]) / total if total else float("nan")
-    ax.set_title(f"Pixel confusion (test, {total:,} px, accuracy {acc:.3f})", fontsize=11)
+    ax.set_title(f"Pixel confusion (test)\n{total:,} pixels, accuracy {acc:.3f}", fontsize=11)
     _save(fig, out_png, dpi)
 
 
@@ -426,7 +427,9 @@ def plot_dataset_overview(
 
     fg = index["fg_frac"].to_numpy(dtype=float)
     hi = float(np.nanmax(fg)) if np.isfinite(fg).any() else 1.0
-    bins = np.linspace(0.0, max(hi * 1.05, 1e-3), 31)
+    # Few bins for small datasets, or every bar is noise.
+    n_bins = int(np.clip(round(math.sqrt(len(index))), 8, 30))
+    bins = np.linspace(0.0, max(hi * 1.05, 1e-3), n_bins + 1)
     for i, split in enumerate(splits):
         values = index.loc[index["split"].astype(str) == split, "fg_frac"].to_numpy(dtype=float)
         values = values[np.isfinite(values)]
@@ -483,7 +486,7 @@ def plot_sample_pairs(
         if i >= n:
             ax.set_axis_off()
             continue
-        _image_axes(ax, _tint(rgb[i], fish[i], GT_RGB, 0.3), str(titles[i]))
+        _image_axes(ax, _tint(rgb[i], fish[i], GT_RGB, 0.25), str(titles[i]))
         _outline(ax, fish[i], GT_RGB)
     fig.suptitle(f"Sample images with ground-truth masks ({n})", fontsize=12)
     _save(fig, out_png, dpi)

@@ -36,7 +36,7 @@ from fishseg.errors import FishsegError
 from fishseg.fsutil import atomic_dir, atomic_write_bytes, atomic_write_json, atomic_write_text
 from fishseg.losses import build_loss
 from fishseg.metrics import EpochMeter, confusion_counts
-from fishseg.model import build_model, save_model
+from fishseg.model import build_model, save_model, set_train_mode
 from fishseg.params import Params, TrainParams
 from fishseg.paths import Paths
 from fishseg.prepared import load_split
@@ -90,9 +90,13 @@ def build_scheduler(optimizer: torch.optim.Optimizer, train: TrainParams, steps_
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def fingerprint(params: Params, stats: dict, ids: dict[str, list[str]]) -> str:
-    """What a resume state must match: the training params, the data and its statistics."""
+def fingerprint(params: Params, stats: dict, ids: dict[str, list[str]], world_size: int = 1) -> str:
+    """What a resume state must match: the training params, the data and its statistics.
+
+    The number of processes counts too: it decides which items a step has seen.
+    """
     payload = {
+        "world_size": world_size,
         "model": params.model.model_dump(),
         "train": params.train.model_dump(exclude={"num_workers", "device"}),
         "augment": params.augment.model_dump(),
@@ -190,7 +194,7 @@ def train_one_epoch(
     progress: bool,
 ) -> bool:
     """Train over ``loader``; return False when stopped early by a signal (state saved by caller)."""
-    model.train()
+    set_train_mode(model)
     # After a resume the sampler starts past the skipped steps: count micro-batches globally.
     skipped = skip_steps * accumulate
     total = skipped + len(loader)
@@ -224,7 +228,7 @@ def train_one_epoch(
             scheduler.step()
         step += 1
         bar.update(1)
-        if distributed.broadcast_flag(bool(stop), d, device):
+        if distributed.broadcast_flag(bool(stop), d):
             on_step(step)
             bar.close()
             return False
@@ -290,6 +294,7 @@ def train(params: Params, paths: Paths, *, progress: bool = True) -> dict[str, A
     d = distributed.from_env()
     device = select_device(tp.device, d.local_rank if d.enabled else None)
     distributed.init(d, device)
+    distributed.quiet_other_ranks(d)
     seed_everything(tp.seed + d.rank, tp.deterministic)
     amp_dtype = resolve_precision(tp.precision, device)
     channels_last = tp.channels_last and device.type == "cuda"
@@ -306,7 +311,7 @@ def train(params: Params, paths: Paths, *, progress: bool = True) -> dict[str, A
     if len(val_split) == 0:
         log.warning("the val split is empty; the model of the last epoch is kept")
 
-    workers = default_workers(device) if tp.num_workers == "auto" else tp.num_workers
+    workers = default_workers(device, d.local_world_size) if tp.num_workers == "auto" else tp.num_workers
     pin = device.type == "cuda"
     augmentation = build_augmentation(params.augment, params.data.image_size)
     train_sampler = EpochSampler(
@@ -341,9 +346,11 @@ def train(params: Params, paths: Paths, *, progress: bool = True) -> dict[str, A
 
     # Resume when an unfinished state matches these params and this data exactly.
     ids = {"train": train_split.ids, "val": val_split.ids}
-    fp = fingerprint(params, stats, ids)
+    fp = fingerprint(params, stats, ids, d.world_size)
     state_path = paths.last_dir / STATE_FILE
-    state = load_state(state_path)
+    # Rank 0 decides and shares: every rank resumes from the same state, or none does,
+    # even when the other nodes cannot see rank 0's files.
+    state = distributed.broadcast_object(load_state(state_path) if d.is_main else None, d)
     prog = Progress()
     if state is not None and state.get("fingerprint") == fp and not state["progress"]["completed"]:
         model.load_state_dict(state["model"])
@@ -442,6 +449,7 @@ def train(params: Params, paths: Paths, *, progress: bool = True) -> dict[str, A
                     )
                 train_scores = distributed.all_reduce_sum(meter.sums, d)
                 meter.sums = train_scores
+                distributed.sync_buffers(model, d)
                 val_meter, _, _ = evaluate_loader(
                     model,
                     val_loader,

