@@ -6,17 +6,20 @@ or freely rotated about the frame's centre, leaving black corners. A split that 
 copies of one photo on both sides leaks, so the split stage groups first and splits by
 group.
 
-Two images are copies when one can be laid over the other. Each image is resampled on a
-polar grid in two canonical frames, where every one of those transforms becomes a
-circular shift of the angle axis, possibly reversed (a reflection):
+Two images are copies when one can be laid over the other. Each image is resampled on
+polar grids in three canonical frames, where those transforms become circular shifts of
+the angle axis, possibly reversed (a reflection):
 
-* the fish's own frame: centred on the mask's centroid and whitened by the mask's
-  covariance. Any affine map of the fish (flips, rotations, the 90-degree copies'
-  stretch) leaves the whitened fish unchanged up to a rotation or a reflection;
-* the photo's frame: centred on the frame, in pixels. A free rotation about the centre
-  is a pure rotation here (as long as the arrays keep the photos' aspect, as the
-  pipeline's 96x128 does for 445x590), and, unlike the fish's frame, it does not depend
-  on the mask, so it still matches a copy whose rotation cut off part of the fish.
+* the photo's frame in pixels, centred on the frame: a free rotation about the centre
+  is a rotation here (as long as the arrays keep the photos' aspect, as the pipeline's
+  96x128 does for 445x590);
+* the photo's frame scaled to a square: a 90-degree rotation resized back to the frame
+  is a quarter turn here;
+* the fish's own frame, centred on the mask's centroid and whitened by the mask's
+  covariance: any affine map of the fish (flips, rotations, the 90-degree copies'
+  stretch) leaves the whitened fish unchanged up to a rotation or a reflection. It does
+  not rely on how the copies were made, but a copy whose rotation cut off part of the
+  fish changes the mask, which the photo's frames do not care about.
 
 The grid covers the fish and the surface around it (glare, speckles, stamp), which is
 what tells two photos of similar fish apart. Images are shrunk to about 48x64 and
@@ -24,15 +27,16 @@ blurred first: copies agree on structure, while fine texture does not survive
 resampling.
 
 For each image, candidates are its nearest neighbours within its species under
-rotation-invariant descriptors (magnitudes of the angular Fourier spectra). Each
-candidate pair is then registered: the mean squared difference of RGB and mask over
-the samples valid in both (in frame, not near a black corner), minimised over all
-rotations and both reflections with FFTs along the angle, in both frames. A match in the
-fish's frame also needs the same area and compactness: the fish's frame cannot tell a
-thin fish from a plump one. Copies score about an order of magnitude below distinct
-photos; the cut between the two modes is found per dataset (Otsu's method on log
-scores) and scaled by ``threshold``. Groups are the connected components of the pairs
-under the cut; a group that holds too much of its species is split at a tighter cut.
+rotation-invariant descriptors (magnitudes of the angular Fourier spectra), plus a few
+random partners. Each candidate pair is then registered: the mean squared difference of
+RGB and mask over the samples valid in both (in frame, not near a black corner),
+minimised over all rotations and both reflections with FFTs along the angle, and over
+the three frames. A match in the fish's frame also needs the same area and compactness:
+that frame cannot tell a thin fish from a plump one. Copies score about an order of
+magnitude below distinct photos; the cut between the two modes is found in the scores
+(Otsu's method on their logs) and scaled by ``threshold``. Groups are the connected
+components of the pairs under the cut; a group that holds too much of its species is
+split at a tighter cut.
 """
 
 from __future__ import annotations
@@ -67,11 +71,12 @@ _DESCRIPTOR_FREQUENCIES = 9  # angular frequencies kept in the retrieval descrip
 _REGISTRATION_FREQUENCIES = 17  # and in the registration
 # Polar grids: radii in whitened units (a filled ellipse reaches 2) and in fractions of
 # the half-diagonal.
-_FISH_RADII = np.linspace(0.3, 6.0, 10)
+_FISH_RADII = np.linspace(0.3, 6.0, 14)
 _FISH_ANGLES = 48
-_FRAME_RADII = np.linspace(0.04, 1.0, 12)
-_FRAME_ANGLES = 64
-_NEIGHBOURS = 10  # candidates per image and frame
+_PHOTO_RADII = np.linspace(0.04, 1.0, 12)
+_PHOTO_ANGLES = 64
+_NEIGHBOURS = 6  # candidates per image and frame
+_RANDOM_PARTNERS = 2  # and random ones, per image
 _MIN_OVERLAP = 0.5  # a registration must compare at least this share of valid samples
 # Bounds on the cut between copies and distinct photos (mean squared difference, RGB in
 # [0,1]), and the cut used when the scores show no two clear modes.
@@ -150,21 +155,33 @@ def _species_scores(images: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, 
     n, h, w = weights.shape
     centres, frames, has_fish, geometry = _fish_frames(weights)
     fish = _Spectra(*_polar(channels, valid, centres, frames, _FISH_RADII, _FISH_ANGLES))
-    photo_radii = _FRAME_RADII * np.hypot(h, w) / 2
-    photo_centres = np.tile([w / 2, h / 2], (n, 1))
-    photo_frames = np.tile(np.eye(2), (n, 1, 1))
-    photo = _Spectra(*_polar(channels, valid, photo_centres, photo_frames, photo_radii, _FRAME_ANGLES))
-    # Rings inside the inscribed circle never meet the black corners of a rotation, so
-    # their spectra describe the photo whatever the angle.
-    inscribed = photo_radii < min(h, w) / 2 - 1
+    middle = np.tile([w / 2, h / 2], (n, 1))
+    # The photo's frame twice: in pixels, where a free rotation is a rotation, and scaled
+    # to a square, where a 90-degree rotation resized back to the frame is one.
+    pixel_radii = _PHOTO_RADII * np.hypot(h, w) / 2
+    pixel = _Spectra(
+        *_polar(channels, valid, middle, np.tile(np.eye(2), (n, 1, 1)), pixel_radii, _PHOTO_ANGLES)
+    )
+    square_radii = _PHOTO_RADII * np.sqrt(2)
+    square_frame = np.tile(np.diag([w / 2, h / 2]), (n, 1, 1))
+    square = _Spectra(*_polar(channels, valid, middle, square_frame, square_radii, _PHOTO_ANGLES))
 
-    i, j = _nearest_pairs(photo.descriptors(inscribed), _NEIGHBOURS)
+    # Rings inside the inscribed circle (ellipse) never meet the black corners of a
+    # rotation, so their spectra describe the photo whatever the angle.
+    pairs = [
+        _nearest_pairs(pixel.descriptors(pixel_radii < min(h, w) / 2 - 1), _NEIGHBOURS),
+        _nearest_pairs(square.descriptors(square_radii < 1 - 2 / min(h, w)), _NEIGHBOURS),
+    ]
     if has_fish.sum() >= 2:
         ok = np.flatnonzero(has_fish)
         fi, fj = _nearest_pairs(fish.descriptors()[ok], _NEIGHBOURS)
-        i, j = np.concatenate([i, ok[fi]]), np.concatenate([j, ok[fj]])
-    i, j = _unique_pairs(i, j, n)
-    score = photo.best_msd(i, j)
+        pairs.append((ok[fi], ok[fj]))
+    # A few random partners per image: when photos have many copies, every nearest
+    # neighbour may be a copy, and the cut needs distinct photos' scores too.
+    rng = np.random.default_rng(n)
+    pairs.append((np.repeat(np.arange(n), _RANDOM_PARTNERS), rng.integers(0, n, n * _RANDOM_PARTNERS)))
+    i, j = _unique_pairs(np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs]), n)
+    score = np.minimum(pixel.best_msd(i, j), square.best_msd(i, j))
     # The fish's frame forgets any affine difference (a thin and a plump fish both whiten
     # to a disk), so its matches must also agree on the invariant geometry.
     both = has_fish[i] & has_fish[j]
@@ -261,16 +278,24 @@ def _prepare(images: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndar
     n, h, w = masks.shape
     scale = min(1.0, np.sqrt(_WORK_PIXELS / (h * w)))
     size = (max(8, round(w * scale)), max(8, round(h * scale)))
-    images = np.asarray(images, dtype=np.uint8)
-    fish = np.where(np.asarray(masks) > 0, np.uint8(255), np.uint8(0))
-    # Black corners are found at full size, before averaging smears them.
-    brightest = np.maximum(np.maximum(images[..., 0], images[..., 1]), images[..., 2])
-    clear = np.where(brightest >= _BLACK_LEVEL, np.uint8(255), np.uint8(0))
-    if size != (w, h):
-        images, fish, clear = (
-            np.stack([cv2.resize(x, size, interpolation=cv2.INTER_AREA) for x in batch])
-            for batch in (images, fish, clear)
-        )
+    small = np.empty((n, size[1], size[0], 3), np.uint8)
+    fish = np.empty((n, size[1], size[0]), np.uint8)
+    clear = np.empty((n, size[1], size[0]), np.uint8)
+    black_top = (_BLACK_LEVEL - 1,) * 3
+    images = np.ascontiguousarray(images, dtype=np.uint8)
+    masks = np.ascontiguousarray(masks, dtype=np.uint8)
+    for i in range(n):
+        image = images[i]
+        mask = cv2.compare(masks[i], 0, cv2.CMP_GT)
+        # Black corners are found at full size, before averaging smears them.
+        bright = cv2.bitwise_not(cv2.inRange(image, (0, 0, 0), black_top))
+        if size == (w, h):
+            small[i], fish[i], clear[i] = image, mask, bright
+        else:
+            small[i] = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+            fish[i] = cv2.resize(mask, size, interpolation=cv2.INTER_AREA)
+            clear[i] = cv2.resize(bright, size, interpolation=cv2.INTER_AREA)
+    images = small
     channels = np.empty((n, size[1], size[0], 4), np.float32)
     np.multiply(images, np.float32(1 / 255), out=channels[..., :3])
     weights = fish * np.float32(1 / 255)  # moments use the mask before the blur
@@ -363,9 +388,13 @@ class _Spectra:
 
     def __init__(self, values: np.ndarray, ok: np.ndarray) -> None:
         n, rings, self.angles, channels = values.shape
-        squares = (values * values).sum(-1)
-        parts = np.stack([ok, ok * squares, *(ok * values[..., c] for c in range(channels))], 1)
-        spec = scipy.fft.rfft(parts.astype(np.float32), axis=-1)  # (N, 2 + C, R, F), complex64
+        parts = np.empty((n, 2 + channels, rings, self.angles), np.float32)
+        parts[:, 0] = ok
+        parts[:, 1] = 0
+        for c in range(channels):
+            np.multiply(ok, values[..., c], out=parts[:, 2 + c])
+            parts[:, 1] += values[..., c] * parts[:, 2 + c]  # v |a|^2, as v a_c a_c summed
+        spec = scipy.fft.rfft(parts, axis=-1)  # (N, 2 + C, R, F), complex64
         self.magnitude = np.abs(spec[:, [0, *range(2, 2 + channels)], :, :_DESCRIPTOR_FREQUENCIES])
         # The blur leaves little above these frequencies; dropping them halves the work
         # and only smooths the comparison along the angle.

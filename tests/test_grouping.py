@@ -117,6 +117,13 @@ def test_quality_holds_on_another_draw():
     assert recall >= 0.95 and precision >= 0.9, (precision, recall)
 
 
+def test_many_copies_of_few_photos():
+    # Every nearest neighbour is then a copy; the cut must still be found.
+    images, masks, species, truth = _dataset(seed=5, species=2, photos=3, copies=7)
+    precision, recall = pair_quality(group_ids(images, masks, species), truth)
+    assert recall >= 0.95 and precision >= 0.9, (precision, recall)
+
+
 def test_each_transform_alone_is_recognised(data):
     images, masks, species, _ = data
     image, mask = _photo(np.random.default_rng(7), np.array([200.0, 120.0, 60.0]))
