@@ -163,3 +163,20 @@ def test_temp_experiment_logs_to_the_project_store(project):
     assert len(runs) == before + 1
     assert runs[0].data.params["train.epochs"] == "1" and runs[0].data.tags.get("dvc.exp_name")
     assert not list((project / ".dvc" / "tmp").rglob("mlflow.db"))
+
+
+def test_local_archive_source_through_dvc(project, tmp_path):
+    """`data.source: <zip>` runs through the same stages; the layout may be the generic one."""
+    from ._fishdata import generic_dataset, zip_tree
+
+    archive = zip_tree(generic_dataset(tmp_path / "mine", {"Trout": 4, "Shrimp": 4}), tmp_path / "mine.zip")
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["data"]["source"] = str(archive)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        out = _dvc("repro", "split", cwd=project).stdout
+        assert _stages_run(out) == ["download", "split"]
+        index = (project / "data" / "index.csv").read_text()
+        assert index.count("\n") == 1 + 8 and "Trout/" in index and "Shrimp/" in index
+    finally:
+        _run(["git", "checkout", "params.yaml"], cwd=project)

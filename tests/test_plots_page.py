@@ -236,7 +236,7 @@ def test_dvc_plots_show_page_loads_local_scripts(scratch):
     bars = specs["Per-species test IoU"]["encoding"]
     assert (bars["x"]["field"], bars["x"]["type"]) == ("iou", "quantitative")
     assert (bars["y"]["field"], bars["y"]["type"]) == ("species", "nominal")
-    confusion = specs["Pixel confusion (per mille of test pixels)"]
+    confusion = specs["Pixel confusion (row-normalised)"]
     assert {(r["actual"], r["predicted"]) for r in confusion["data"]["values"]} == {
         ("fish", "fish"),
         ("fish", "background"),
