@@ -1,17 +1,42 @@
-"""Find near-duplicates: copies of one photo made by flips and rotations.
+"""Near-duplicate grouping: all augmented copies of one photo share a group id.
 
-The archive's images per species are flipped, 90-degree rotated (then resized back to the
-frame, which stretches them) and freely rotated (black corners) copies of fewer photos.
-Every copy shows the same fish, so the descriptors here look only at the masked fish and
-are built to be unchanged by those transforms:
+The archive's pairs per species are copies of fewer photos: flipped, rotated by 90
+degrees and resized back to the frame (which stretches one axis and squeezes the other),
+or freely rotated about the frame's centre, leaving black corners. A split that puts
+copies of one photo on both sides leaks, so the split stage groups first and splits by
+group.
 
-- shape: mask pixel coordinates are whitened by their covariance (undoing any stretch,
-  scale and rotation: an affine normalisation), then described by their radial
-  distribution, which ignores rotation and reflection;
-- colour: mean and spread of the fish's Lab colour, and its radial colour profile.
+Two images are copies when one can be laid over the other. Each image is resampled on
+polar grids in three canonical frames, where those transforms become circular shifts of
+the angle axis, possibly reversed (a reflection):
 
-Within a species, images are clustered by average linkage on standardised descriptors
-and cut at ``threshold``; average linkage resists chaining distinct photos together.
+* the photo's frame in pixels, centred on the frame: a free rotation about the centre
+  is a rotation here (as long as the arrays keep the photos' aspect, as the pipeline's
+  96x128 does for 445x590);
+* the photo's frame scaled to a square: a 90-degree rotation resized back to the frame
+  is a quarter turn here;
+* the fish's own frame, centred on the mask's centroid and whitened by the mask's
+  covariance: any affine map of the fish (flips, rotations, the 90-degree copies'
+  stretch) leaves the whitened fish unchanged up to a rotation or a reflection. It does
+  not rely on how the copies were made, but a copy whose rotation cut off part of the
+  fish changes the mask, which the photo's frames do not care about.
+
+The grid covers the fish and the surface around it (glare, speckles, stamp), which is
+what tells two photos of similar fish apart. Images are shrunk to about 48x64 and
+blurred first: copies agree on structure, while fine texture does not survive
+resampling.
+
+For each image, candidates are its nearest neighbours within its species under
+rotation-invariant descriptors (magnitudes of the angular Fourier spectra), plus a few
+random partners. Each candidate pair is then registered: the mean squared difference of
+RGB and mask over the samples valid in both (in frame, not near a black corner),
+minimised over all rotations and both reflections with FFTs along the angle, and over
+the three frames. A match in the fish's frame also needs the same area and compactness:
+that frame cannot tell a thin fish from a plump one. Copies score about an order of
+magnitude below distinct photos; the cut between the two modes is found in the scores
+(Otsu's method on their logs) and scaled by ``threshold``. Groups are the connected
+components of the pairs under the cut; a group that holds too much of its species is
+split at a tighter cut.
 """
 
 from __future__ import annotations
@@ -21,135 +46,467 @@ from collections.abc import Sequence
 
 import cv2
 import numpy as np
-from scipy.cluster.hierarchy import fcluster, linkage
-from scipy.spatial.distance import pdist
+import scipy.fft
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 log = logging.getLogger(__name__)
 
-RINGS = np.linspace(0.0, 2.5, 6)  # ring centres, in whitened units (std of the mask)
-# Descriptor blocks (name: width) and their weights in the distance. Chosen on synthetic
-# data with known groups (pairwise precision and recall 1.0 at the default threshold).
-BLOCKS = {"geometry": 2, "colour_mean": 3, "colour_std": 3, "colour_profile": 3 * len(RINGS)}
-WEIGHTS = {"geometry": 0.5, "colour_mean": 1.0, "colour_std": 1.0, "colour_profile": 2.0}
-DEFAULT_THRESHOLD = 0.35
-# A group holding more than this share of a species (with enough images to tell) is suspicious.
-GIANT_GROUP_SHARE = 0.5
+# Multiplies the data-derived cut: below 1 stricter groups, above 1 looser.
+DEFAULT_THRESHOLD = 1.0
+# A group holding more than this share of a species (of at least _GUARD_MIN_IMAGES) has
+# its links tightened until it breaks up: one giant group would make the split impossible.
+MAX_GROUP_FRACTION = 0.5
+_GUARD_MIN_IMAGES = 20
 
-
-def _ring_weights(r: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Linear interpolation of radius ``r`` between neighbouring rings."""
-    step = RINGS[1] - RINGS[0]
-    pos = np.clip(r / step, 0, len(RINGS) - 1 - 1e-9)
-    lo = pos.astype(np.int64)
-    frac = pos - lo
-    return lo, 1.0 - frac, frac
-
-
-def descriptors(images: np.ndarray, masks: np.ndarray) -> np.ndarray:
-    """Flip/rotation/stretch-invariant descriptors (N, D) of the masked fish in each image.
-
-    Per image (the blocks of ``BLOCKS``): log area share and elongation, the fish's mean
-    and spread of Lab colour, and its radial Lab profile. Angular and finer shape detail
-    is left out: at training sizes it is noise (fins, crops by rotation), while colour is
-    what two photos of one species differ in most.
-    """
-    n, h, w = masks.shape
-    k = len(RINGS)
-    flat = masks.reshape(n, -1).astype(bool)
-    out = np.zeros((n, sum(BLOCKS.values())))
-    yy, xx = np.mgrid[0:h, 0:w]
-    xx, yy = xx.ravel().astype(np.float64), yy.ravel().astype(np.float64)
-    lab_all = cv2.cvtColor(np.asarray(images).reshape(-1, w, 3), cv2.COLOR_RGB2LAB).reshape(n, -1, 3)
-    for i in range(n):
-        pix = np.flatnonzero(flat[i])
-        if len(pix) < 8:
-            continue  # nothing to describe: all zeros
-        dx, dy = xx[pix] - xx[pix].mean(), yy[pix] - yy[pix].mean()
-        cov = np.cov(np.stack([dx, dy])) + np.eye(2) / 12.0
-        vals, vecs = np.linalg.eigh(cov)
-        px, py = (vecs @ np.diag(vals**-0.5) @ vecs.T) @ np.stack([dx, dy])
-        lo, wl, wh = _ring_weights(np.hypot(px, py))
-        mass = np.bincount(lo, wl, k + 1) + np.bincount(lo + 1, wh, k + 1)  # weights of the profile
-        lab = lab_all[i, pix].astype(np.float64) / 255.0
-        profile = [
-            (np.bincount(lo, wl * lab[:, c], k + 1) + np.bincount(lo + 1, wh * lab[:, c], k + 1))[:k]
-            / np.maximum(mass[:k], 1e-6)
-            for c in range(3)
-        ]
-        out[i] = np.concatenate(
-            [
-                [np.log(len(pix) / (h * w)), np.log(vals[1] / vals[0])],
-                lab.mean(0),
-                lab.std(0),
-                *profile,
-            ]
-        )
-    return out
-
-
-def weighted(feats: np.ndarray) -> np.ndarray:
-    """Standardise each feature over the dataset, then weight blocks (each block's weight
-    spread over its width), so that distances are comparable whatever the data."""
-    scale = feats.std(0)
-    feats = feats / np.where(scale > 1e-9, scale, 1.0)
-    cols, start = [], 0
-    for name, width in BLOCKS.items():
-        cols.append(feats[:, start : start + width] * WEIGHTS[name] / np.sqrt(width))
-        start += width
-    return np.concatenate(cols, axis=1) / np.sqrt(sum(w * w for w in WEIGHTS.values()))
+# Larger inputs are shrunk first: registration needs no detail, and the cost then stays
+# flat whatever size the pipeline prepared.
+_WORK_PIXELS = 48 * 64
+_BLUR = 1 / 64  # Gaussian sigma, as a fraction of the image width
+_BLACK_LEVEL = 16  # max channel value below which a pixel counts as a black corner
+_MIN_MASK_PIXELS = 8
+_GEOMETRY_TOLERANCE = 0.1  # in log units: area and compactness within ~10%
+_MASK_WEIGHT = 0.5  # the mask's weight as a channel, against RGB in [0,1]
+_DESCRIPTOR_FREQUENCIES = 9  # angular frequencies kept in the retrieval descriptors
+_REGISTRATION_FREQUENCIES = 17  # and in the registration
+# Polar grids: radii in whitened units (a filled ellipse reaches 2) and in fractions of
+# the half-diagonal.
+_FISH_RADII = np.linspace(0.3, 6.0, 14)
+_FISH_ANGLES = 48
+_PHOTO_RADII = np.linspace(0.04, 1.0, 12)
+_PHOTO_ANGLES = 64
+_NEIGHBOURS = 6  # candidates per image and frame
+_RANDOM_PARTNERS = 2  # and random ones, per image
+_MIN_OVERLAP = 0.5  # a registration must compare at least this share of valid samples
+# Bounds on the cut between copies and distinct photos (mean squared difference, RGB in
+# [0,1]), and the cut used when the scores show no two clear modes.
+_CUT_RANGE = (5e-4, 2e-2)
+_FALLBACK_CUT = 3e-3
+# Distance between the two modes' means, in the sum of their spreads (log scores): a
+# single normal mode split in two gives about 1.3.
+_MIN_SEPARATION = 2.0
+_CUT_POSITION = 0.4  # where the cut sits from the copies' mean (0) to the others' (1)
 
 
 def group_ids(
-    images: np.ndarray, masks: np.ndarray, species: Sequence[str], *, threshold: float = DEFAULT_THRESHOLD
+    images: np.ndarray,
+    masks: np.ndarray,
+    species: Sequence[str],
+    *,
+    threshold: float = DEFAULT_THRESHOLD,
+    max_group_fraction: float = MAX_GROUP_FRACTION,
 ) -> np.ndarray:
-    """Group ids (N,) 0..G-1: near-duplicate copies share one; species never mix.
+    """Group near-duplicate images (copies of one photo); never across species.
 
-    ``images`` (N,H,W,3) uint8 RGB and ``masks`` (N,H,W) {0,1}, all at one size.
+    ``images`` (N,H,W,3) uint8 RGB, ``masks`` (N,H,W) uint8 in {0,1}, all one size.
+    Returns int64 group ids 0..G-1, numbered in order of first appearance.
+    ``threshold`` multiplies the cut found in the data (1: as found, lower: stricter).
     """
-    species_arr = np.asarray(species, dtype=object)
-    groups = np.zeros(len(species_arr), dtype=np.int64)
-    if len(species_arr) == 0:
-        return groups
-    feats = weighted(descriptors(np.asarray(images), np.asarray(masks)))
-    next_id = 0
-    for name in sorted(set(species_arr.tolist())):
-        idx = np.flatnonzero(species_arr == name)
-        if len(idx) == 1:
-            labels = np.array([1])
-        else:
-            tree = linkage(pdist(feats[idx]), method="average")
-            labels = fcluster(tree, t=threshold, criterion="distance")
-        _, dense = np.unique(labels, return_inverse=True)
-        groups[idx] = dense + next_id
-        next_id += dense.max() + 1
-        largest = np.bincount(dense).max()
-        if len(idx) >= 10 and largest > GIANT_GROUP_SHARE * len(idx):
-            log.warning(
-                "%s: one near-duplicate group holds %d of %d images; the split has little to choose from",
-                name,
-                largest,
-                len(idx),
-            )
-    return groups
+    images = np.asarray(images)
+    masks = np.asarray(masks)
+    species_arr = np.asarray([str(s) for s in species])
+    n = len(images)
+    if images.ndim != 4 or images.shape[-1] != 3 or masks.shape != images.shape[:3]:
+        raise ValueError(f"expected images (N,H,W,3) and masks (N,H,W), got {images.shape} and {masks.shape}")
+    if len(species_arr) != n:
+        raise ValueError(f"{len(species_arr)} species labels for {n} images")
+    if threshold <= 0:
+        raise ValueError(f"threshold must be positive, got {threshold}")
+    if n == 0:
+        return np.zeros(0, np.int64)
+
+    first, second, scores = candidate_scores(images, masks, species_arr)
+    cut = threshold * copy_cut(scores)
+    log.info("near-duplicate cut %.2e over %d candidate pairs", cut, len(scores))
+    labels = _components(n, first, second, scores < cut)
+    if max_group_fraction < 1:
+        labels = _break_giants(labels, species_arr, first, second, scores, cut, max_group_fraction)
+    # Renumber by first appearance, so that ids follow the input order.
+    _, first_at, inverse = np.unique(labels, return_index=True, return_inverse=True)
+    return np.argsort(np.argsort(first_at))[inverse].astype(np.int64)
+
+
+def candidate_scores(
+    images: np.ndarray, masks: np.ndarray, species: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Candidate pairs within each species and their registration scores.
+
+    Returns (first, second, score): index arrays with first < second, and the lowest mean
+    squared difference over rotations, reflections and both frames (inf when no
+    registration overlapped enough). One species at a time keeps memory bounded.
+    """
+    firsts, seconds, scores = [], [], []
+    for name in np.unique(species):
+        idx = np.flatnonzero(species == name)
+        if len(idx) >= 2:
+            i, j, score = _species_scores(images[idx], masks[idx])
+            firsts.append(idx[i])
+            seconds.append(idx[j])
+            scores.append(score)
+    if not scores:
+        empty = np.zeros(0, np.int64)
+        return empty, empty, np.zeros(0, np.float32)
+    return np.concatenate(firsts), np.concatenate(seconds), np.concatenate(scores)
+
+
+def _species_scores(images: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Candidate pairs (i < j) among images of one species, and their scores."""
+    channels, valid, weights = _prepare(images, masks)
+    n, h, w = weights.shape
+    centres, frames, has_fish, geometry = _fish_frames(weights)
+    fish = _Spectra(*_polar(channels, valid, centres, frames, _FISH_RADII, _FISH_ANGLES))
+    middle = np.tile([w / 2, h / 2], (n, 1))
+    # The photo's frame twice: in pixels, where a free rotation is a rotation, and scaled
+    # to a square, where a 90-degree rotation resized back to the frame is one.
+    pixel_radii = _PHOTO_RADII * np.hypot(h, w) / 2
+    pixel = _Spectra(
+        *_polar(channels, valid, middle, np.tile(np.eye(2), (n, 1, 1)), pixel_radii, _PHOTO_ANGLES)
+    )
+    square_radii = _PHOTO_RADII * np.sqrt(2)
+    square_frame = np.tile(np.diag([w / 2, h / 2]), (n, 1, 1))
+    square = _Spectra(*_polar(channels, valid, middle, square_frame, square_radii, _PHOTO_ANGLES))
+
+    # Rings inside the inscribed circle (ellipse) never meet the black corners of a
+    # rotation, so their spectra describe the photo whatever the angle.
+    pairs = [
+        _nearest_pairs(pixel.descriptors(pixel_radii < min(h, w) / 2 - 1), _NEIGHBOURS),
+        _nearest_pairs(square.descriptors(square_radii < 1 - 2 / min(h, w)), _NEIGHBOURS),
+    ]
+    if has_fish.sum() >= 2:
+        ok = np.flatnonzero(has_fish)
+        fi, fj = _nearest_pairs(fish.descriptors()[ok], _NEIGHBOURS)
+        pairs.append((ok[fi], ok[fj]))
+    # A few random partners per image: when photos have many copies, every nearest
+    # neighbour may be a copy, and the cut needs distinct photos' scores too.
+    rng = np.random.default_rng(n)
+    pairs.append((np.repeat(np.arange(n), _RANDOM_PARTNERS), rng.integers(0, n, n * _RANDOM_PARTNERS)))
+    i, j = _unique_pairs(np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs]), n)
+    score = np.minimum(pixel.best_msd(i, j), square.best_msd(i, j))
+    # The fish's frame forgets any affine difference (a thin and a plump fish both whiten
+    # to a disk), so its matches must also agree on the invariant geometry.
+    both = has_fish[i] & has_fish[j]
+    both &= (np.abs(geometry[i] - geometry[j]) < _GEOMETRY_TOLERANCE).all(1)
+    score[both] = np.minimum(score[both], fish.best_msd(i[both], j[both]))
+    return i, j, score
+
+
+def copy_cut(scores: np.ndarray) -> float:
+    """The score below which a pair counts as copies, found from the scores themselves.
+
+    Copies and distinct photos form two modes about an order of magnitude apart on a log
+    scale. Otsu's split separates them and the cut sits between their means (on the log
+    scale), nearer the copies: distinct photos of one species can look much alike.
+    Without two clear modes (no copies at all, or too few pairs) the fallback cut is
+    used.
+    """
+    x = np.sort(np.log10(np.clip(scores[np.isfinite(scores)], 1e-6, 1.0)))
+    if len(x) < 10:
+        return _FALLBACK_CUT
+    # Otsu: the split maximising the between-class variance, over the sorted values.
+    k = np.arange(1, len(x))
+    below = np.cumsum(x)[:-1]
+    mean_low, mean_high = below / k, (x.sum() - below) / (len(x) - k)
+    split = int(np.argmax(k * (len(x) - k) * (mean_high - mean_low) ** 2)) + 1
+    low, high = x[:split], x[split:]
+    # The spread floor keeps a mode of identical scores (exact flips) from looking
+    # infinitely far from the other.
+    s_low, s_high = max(low.std(), 0.05), max(high.std(), 0.05)
+    separation = (high.mean() - low.mean()) / (s_low + s_high)
+    if separation < _MIN_SEPARATION:
+        log.warning(
+            "no clear gap between near-duplicates and distinct photos (separation %.2f < %.2f); "
+            "using the fallback cut %.1e",
+            separation,
+            _MIN_SEPARATION,
+            _FALLBACK_CUT,
+        )
+        return _FALLBACK_CUT
+    cut = 10 ** (low.mean() + _CUT_POSITION * (high.mean() - low.mean()))
+    return float(np.clip(cut, *_CUT_RANGE))
 
 
 def pair_quality(pred: Sequence[int], true: Sequence[int]) -> tuple[float, float]:
-    """Pairwise precision and recall of a grouping against the truth (1.0 when undefined)."""
-    pred, true = np.asarray(pred), np.asarray(true)
-    same_pred = pred[:, None] == pred[None, :]
-    same_true = true[:, None] == true[None, :]
-    upper = np.triu(np.ones_like(same_pred, dtype=bool), k=1)
-    both = (same_pred & same_true & upper).sum()
-    n_pred, n_true = (same_pred & upper).sum(), (same_true & upper).sum()
-    return (float(both / n_pred) if n_pred else 1.0, float(both / n_true) if n_true else 1.0)
+    """Pairwise precision and recall of a grouping against the truth.
+
+    Over all pairs i<j: precision = |pred-same & true-same| / |pred-same|, recall =
+    |pred-same & true-same| / |true-same|; each is 1.0 when its denominator is 0.
+    """
+    pred = np.asarray(pred)
+    true = np.asarray(true)
+    if pred.shape != true.shape:
+        raise ValueError(f"pred and true differ in length: {pred.shape} vs {true.shape}")
+    # Pairs counted from the contingency table: sum C(n,2) over cells, rows, columns.
+    _, p = np.unique(pred, return_inverse=True)
+    _, t = np.unique(true, return_inverse=True)
+    joint = np.unique(p.astype(np.int64) * (t.max(initial=0) + 1) + t, return_counts=True)[1]
+    both = _pairs(joint)
+    pred_same = _pairs(np.bincount(p))
+    true_same = _pairs(np.bincount(t))
+    precision = both / pred_same if pred_same else 1.0
+    recall = both / true_same if true_same else 1.0
+    return float(precision), float(recall)
 
 
 def straddling_pairs(groups: Sequence[int], splits: Sequence[str]) -> int:
     """Number of same-group pairs whose members are in different splits."""
-    total = 0
-    groups_arr, splits_arr = np.asarray(groups), np.asarray(splits)
-    for g in np.unique(groups_arr):
-        _, counts = np.unique(splits_arr[groups_arr == g], return_counts=True)
-        n = counts.sum()
-        total += int((n * n - (counts**2).sum()) // 2)
-    return total
+    groups = np.asarray(groups)
+    splits = np.asarray(splits)
+    if groups.shape != splits.shape:
+        raise ValueError(f"groups and splits differ in length: {groups.shape} vs {splits.shape}")
+    if groups.size == 0:
+        return 0
+    _, g = np.unique(groups, return_inverse=True)
+    _, s = np.unique(splits, return_inverse=True)
+    same_group = _pairs(np.bincount(g))
+    same_both = _pairs(np.unique(g.astype(np.int64) * (s.max() + 1) + s, return_counts=True)[1])
+    return int(same_group - same_both)
+
+
+def _pairs(counts: np.ndarray) -> int:
+    counts = np.asarray(counts, np.int64)
+    return int((counts * (counts - 1) // 2).sum())
+
+
+def _prepare(images: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Channels (N,h,w,4), validity (N,h,w) and mask weights (N,h,w), at work size.
+
+    The channels are RGB in [0,1] and the mask (at a lower weight: it tells apart two
+    fish of the same colour as their surface), blurred: copies agree on structure, not
+    on the fine texture that resampling changes. A pixel is valid when no black corner
+    is within reach of the blur.
+    """
+    n, h, w = masks.shape
+    scale = min(1.0, np.sqrt(_WORK_PIXELS / (h * w)))
+    size = (max(8, round(w * scale)), max(8, round(h * scale)))
+    small = np.empty((n, size[1], size[0], 3), np.uint8)
+    fish = np.empty((n, size[1], size[0]), np.uint8)
+    clear = np.empty((n, size[1], size[0]), np.uint8)
+    black_top = (_BLACK_LEVEL - 1,) * 3
+    images = np.ascontiguousarray(images, dtype=np.uint8)
+    masks = np.ascontiguousarray(masks, dtype=np.uint8)
+    for i in range(n):
+        image = images[i]
+        mask = cv2.compare(masks[i], 0, cv2.CMP_GT)
+        # Black corners are found at full size, before averaging smears them.
+        bright = cv2.bitwise_not(cv2.inRange(image, (0, 0, 0), black_top))
+        if size == (w, h):
+            small[i], fish[i], clear[i] = image, mask, bright
+        else:
+            small[i] = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+            fish[i] = cv2.resize(mask, size, interpolation=cv2.INTER_AREA)
+            clear[i] = cv2.resize(bright, size, interpolation=cv2.INTER_AREA)
+    images = small
+    channels = np.empty((n, size[1], size[0], 4), np.float32)
+    np.multiply(images, np.float32(1 / 255), out=channels[..., :3])
+    weights = fish * np.float32(1 / 255)  # moments use the mask before the blur
+    channels[..., 3] = weights * _MASK_WEIGHT
+    sigma = _BLUR * size[0]
+    for i in range(n):
+        channels[i] = cv2.GaussianBlur(channels[i], (0, 0), sigma, borderType=cv2.BORDER_REPLICATE)
+    # Valid: the whole block was clear, and so is everything the blur mixed in.
+    reach = 2 * int(np.ceil(2 * sigma)) + 1
+    kernel = np.ones((reach, reach), np.uint8)
+    valid = np.stack([cv2.erode(x, kernel, borderType=cv2.BORDER_REPLICATE) for x in clear]) == 255
+    return channels, valid.astype(np.float32), weights
+
+
+def _fish_frames(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Centroid (N,2), whitening frame C^(1/2) (N,2,2), usability (N,) and geometry (N,2).
+
+    The geometry, log area and log det(C)/area^2, is the same for every copy: the
+    transforms all have determinant +-1.
+    """
+    n, h, w = masks.shape
+    flat = masks.reshape(n, -1).astype(np.float64)
+    area = flat.sum(1)
+    ok = area >= _MIN_MASK_PIXELS
+    safe = np.where(ok, area, 1.0)
+    ys, xs = np.divmod(np.arange(h * w), w)
+    xs = xs + 0.5
+    ys = ys + 0.5
+    mx, my = flat @ xs / safe, flat @ ys / safe
+    # +1/12: the variance of a uniform pixel, so a one-pixel-wide mask is not singular.
+    cxx = flat @ (xs * xs) / safe - mx**2 + 1 / 12
+    cyy = flat @ (ys * ys) / safe - my**2 + 1 / 12
+    cxy = flat @ (xs * ys) / safe - mx * my
+    cov = np.stack([np.stack([cxx, cxy], -1), np.stack([cxy, cyy], -1)], -2)
+    cov[~ok] = np.eye(2)
+    vals, vecs = np.linalg.eigh(cov)
+    root = vecs @ (np.sqrt(np.maximum(vals, 1e-6))[..., None] * np.swapaxes(vecs, -1, -2))
+    geometry = np.stack([np.log(safe), np.log(np.linalg.det(cov)) - 2 * np.log(safe)], 1)
+    return np.stack([mx, my], 1), root, ok, geometry
+
+
+def _polar(
+    channels: np.ndarray,
+    valid: np.ndarray,
+    centres: np.ndarray,
+    frames: np.ndarray,
+    radii: np.ndarray,
+    angles: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sample each image at centre + frame @ (r cos t, r sin t).
+
+    Returns values (N,R,T,C) and validity (N,R,T): a sample is valid when it lies in the
+    frame and none of the pixels it mixes is a black corner.
+    """
+    n, h, w, c = channels.shape
+    theta = 2 * np.pi * np.arange(angles) / angles
+    unit = np.stack([np.cos(theta), np.sin(theta)])
+    offsets = frames @ unit  # (N, 2, T)
+    # -0.5: cv2 addresses pixel centres by index, the frames by pixel-centre position.
+    xs = centres[:, 0, None, None] - 0.5 + radii[None, :, None] * offsets[:, None, 0, :]
+    ys = centres[:, 1, None, None] - 0.5 + radii[None, :, None] * offsets[:, None, 1, :]
+    inside = (xs >= 0) & (xs <= w - 1) & (ys >= 0) & (ys <= h - 1)
+    values = np.empty((n, len(radii), angles, c), np.float32)
+    ok = np.empty((n, len(radii), angles), np.float32)
+    # Images are stacked vertically and sampled with one remap per chunk; cv2 keeps map
+    # coordinates in 16 bits, hence the chunks.
+    per_chunk = max(1, 30000 // h)
+    for start in range(0, n, per_chunk):
+        stop = min(n, start + per_chunk)
+        rows = (np.arange(stop - start) * h)[:, None, None]
+        map_x = xs[start:stop].reshape(-1, angles).astype(np.float32)
+        map_y = (ys[start:stop] + rows).reshape(-1, angles).astype(np.float32)
+        stacked = channels[start:stop].reshape(-1, w, c)
+        out = cv2.remap(stacked, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        values[start:stop] = out.reshape(stop - start, len(radii), angles, c)
+        fine = cv2.remap(valid[start:stop].reshape(-1, w), map_x, map_y, cv2.INTER_LINEAR)
+        ok[start:stop] = fine.reshape(stop - start, len(radii), angles) > 0.999
+    ok *= inside
+    return values, ok
+
+
+class _Spectra:
+    """Angular Fourier spectra of polar samples, for registration by FFT.
+
+    For a shift s, sum v_i v_j' |a_i - a_j'|^2 = (v_i|a_i|^2 * v_j') + (v_i * v_j'|a_j'|^2)
+    - 2 sum_c (v_i a_ic * v_j' a_jc'), each term a circular cross-correlation along the
+    angle, so a product of spectra summed over rings; the overlap sum v_i v_j' likewise.
+    A reflection of one image conjugates its spectra.
+    """
+
+    def __init__(self, values: np.ndarray, ok: np.ndarray) -> None:
+        n, rings, self.angles, channels = values.shape
+        parts = np.empty((n, 2 + channels, rings, self.angles), np.float32)
+        parts[:, 0] = ok
+        parts[:, 1] = 0
+        for c in range(channels):
+            np.multiply(ok, values[..., c], out=parts[:, 2 + c])
+            parts[:, 1] += values[..., c] * parts[:, 2 + c]  # v |a|^2, as v a_c a_c summed
+        spec = scipy.fft.rfft(parts, axis=-1)  # (N, 2 + C, R, F), complex64
+        self.magnitude = np.abs(spec[:, [0, *range(2, 2 + channels)], :, :_DESCRIPTOR_FREQUENCIES])
+        # The blur leaves little above these frequencies; dropping them halves the work
+        # and only smooths the comparison along the angle.
+        spec = np.ascontiguousarray(spec[..., :_REGISTRATION_FREQUENCIES].transpose(0, 3, 1, 2))
+        # (N, F, 2 + C, R). Left factors (conjugated in the products) and right factors,
+        # paired column by column: the first R give the overlap, the rest the squared
+        # difference: v|a|^2 * v' + v * v'|a'|^2 - 2 sum_c v a_c * v' a_c'.
+        left = np.concatenate([spec[:, :, :1], spec], 2).reshape(n, spec.shape[1], -1)
+        right = np.concatenate([spec[:, :, :1], spec[:, :, 1:2], spec[:, :, :1], -2 * spec[:, :, 2:]], 2)
+        right = right.reshape(n, spec.shape[1], -1)
+        self.rings = rings
+        self.left_re, self.left_im = np.ascontiguousarray(left.real), np.ascontiguousarray(left.imag)
+        self.right_re, self.right_im = np.ascontiguousarray(right.real), np.ascontiguousarray(right.imag)
+        self.count = ok.sum((1, 2))
+
+    def descriptors(self, rings: np.ndarray | None = None) -> np.ndarray:
+        """Rotation- and reflection-invariant magnitudes (N, D), standardised."""
+        mag = self.magnitude if rings is None else self.magnitude[:, :, rings]
+        feats = mag.reshape(len(mag), -1)
+        return (feats - feats.mean(0)) / (feats.std(0) + 1e-6)
+
+    def best_msd(self, i: np.ndarray, j: np.ndarray, chunk: int = 2048) -> np.ndarray:
+        """Lowest mean squared difference of pairs (i, j) over rotations and reflections."""
+        out = np.full(len(i), np.inf, np.float32)
+        r = self.rings
+        for start in range(0, len(i), chunk):
+            a, b = i[start : start + chunk], j[start : start + chunk]
+            lr, li, rr, ri = self.left_re[a], self.left_im[a], self.right_re[b], self.right_im[b]
+            least = np.maximum(np.minimum(self.count[a], self.count[b]), 1)[:, None]
+            sums = []
+            for part in (slice(0, r), slice(r, None)):  # overlap, squared difference
+                # Real arithmetic: conj(l) r = (lr rr + li ri) + i (lr ri - li rr).
+                re_re = np.einsum("pfx,pfx->pf", lr[..., part], rr[..., part])
+                im_im = np.einsum("pfx,pfx->pf", li[..., part], ri[..., part])
+                re_im = np.einsum("pfx,pfx->pf", lr[..., part], ri[..., part])
+                im_re = np.einsum("pfx,pfx->pf", li[..., part], rr[..., part])
+                # As is, and with the second image reflected (its spectra conjugated).
+                sums.append(((re_re + im_im) + 1j * (re_im - im_re), (re_re - im_im) - 1j * (re_im + im_re)))
+            best = np.full(len(a), np.inf, np.float32)
+            for overlap_f, sq_f in zip(*sums, strict=True):
+                overlap = scipy.fft.irfft(overlap_f, n=self.angles, axis=-1)
+                sq = scipy.fft.irfft(sq_f, n=self.angles, axis=-1)
+                enough = overlap >= _MIN_OVERLAP * least
+                msd = np.where(enough, np.maximum(sq, 0) / np.maximum(overlap, 1e-6), np.inf)
+                best = np.minimum(best, msd.min(1))
+            out[start : start + chunk] = best
+        return out
+
+
+def _nearest_pairs(features: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's k nearest other rows (squared L2): index arrays, one pair per neighbour."""
+    n = len(features)
+    k = min(k, n - 1)
+    sq = (features * features).sum(1)
+    dist = sq[:, None] + sq[None, :] - 2 * features @ features.T
+    np.fill_diagonal(dist, np.inf)
+    nearest = np.argpartition(dist, k - 1, axis=1)[:, :k]
+    return np.repeat(np.arange(n), k), nearest.ravel()
+
+
+def _unique_pairs(i: np.ndarray, j: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Deduplicated unordered pairs, as (first, second) with first < second."""
+    key = np.unique(np.minimum(i, j).astype(np.int64) * n + np.maximum(i, j))
+    key = key[key // n != key % n]
+    return key // n, key % n
+
+
+def _components(n: int, first: np.ndarray, second: np.ndarray, linked: np.ndarray) -> np.ndarray:
+    """Connected components (0..K-1) of the graph of linked pairs over n nodes."""
+    graph = coo_matrix((np.ones(int(linked.sum())), (first[linked], second[linked])), shape=(n, n))
+    return connected_components(graph, directed=False)[1].astype(np.int64)
+
+
+def _break_giants(
+    labels: np.ndarray,
+    species: np.ndarray,
+    first: np.ndarray,
+    second: np.ndarray,
+    scores: np.ndarray,
+    cut: float,
+    max_fraction: float,
+) -> np.ndarray:
+    """Tighten the cut inside any group that holds too much of its species."""
+    labels = labels.copy()
+    next_label = labels.max() + 1
+    for name in np.unique(species):
+        size = int((species == name).sum())
+        cap = max(1, int(max_fraction * size))
+        if size < _GUARD_MIN_IMAGES:
+            continue
+        sizes = np.bincount(labels[species == name])
+        for label in np.flatnonzero(sizes > cap):
+            members = labels == label
+            inside = members[first] & members[second]
+            tight = cut
+            # Single linkage can chain distinct photos through a few borderline pairs;
+            # tightening cuts those first.
+            for _ in range(30):
+                tight *= 0.8
+                sub = _components(len(labels), first[inside], second[inside], scores[inside] < tight)[members]
+                if np.bincount(sub).max() <= cap:
+                    break
+            log.warning(
+                "species %r: one near-duplicate group held %d of %d images; split at cut %.1e "
+                "(largest part now %d): copies may be hard to tell apart here",
+                name,
+                int(members.sum()),
+                size,
+                tight,
+                int(np.bincount(sub).max()),
+            )
+            _, sub = np.unique(sub, return_inverse=True)
+            labels[members] = next_label + sub
+            next_label += sub.max() + 1
+    return labels

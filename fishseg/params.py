@@ -61,7 +61,7 @@ class DataParams(BaseModel):
 class SplitParams(BaseModel):
     model_config = _STRICT
     strategy: Literal["group", "random"] = "group"
-    group_threshold: float = Field(0.35, gt=0.0, le=10.0)
+    group_threshold: float = Field(1.0, gt=0.0, le=10.0)
     val: float = Field(0.15, ge=0.0, lt=1.0)
     test: float = Field(0.15, gt=0.0, lt=1.0)
     seed: int = 42
