@@ -92,25 +92,24 @@ def scan_pairs(raw_dir: Path) -> ScanResult:
     return result
 
 
-def read_rgb(path: Path) -> np.ndarray:
-    """Decode an image as RGB uint8; raise ValueError when it cannot be read."""
+def _decode(path: Path, flags: int) -> np.ndarray:
+    """Decode an image file with OpenCV; raise ValueError naming what is wrong with it."""
     if path.stat().st_size == 0:
         raise ValueError("zero-byte file")
-    data = np.fromfile(path, dtype=np.uint8)
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    img = cv2.imdecode(np.fromfile(path, dtype=np.uint8), flags)
     if img is None:
         raise ValueError("not a readable image (corrupt or truncated)")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return img
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """Decode an image as RGB uint8; raise ValueError when it cannot be read."""
+    return cv2.cvtColor(_decode(path, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
 def read_mask(path: Path) -> tuple[np.ndarray, float]:
     """Decode a mask as {0,1} uint8; also return the fraction of non-binary (grey) pixels."""
-    if path.stat().st_size == 0:
-        raise ValueError("zero-byte file")
-    data = np.fromfile(path, dtype=np.uint8)
-    raw = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)
-    if raw is None:
-        raise ValueError("not a readable image (corrupt or truncated)")
+    raw = _decode(path, cv2.IMREAD_GRAYSCALE)
     grey = float(np.mean((raw > 32) & (raw < 223)))
     return (raw >= MASK_THRESHOLD).astype(np.uint8), grey
 

@@ -85,7 +85,7 @@ class ModelParams(BaseModel):
 
 class TrainParams(BaseModel):
     model_config = _STRICT
-    epochs: int = Field(12, ge=1, le=10_000)
+    epochs: int = Field(16, ge=1, le=10_000)
     batch_size: int = Field(8, ge=1, le=4096)
     lr: float = Field(2e-3, gt=0.0, le=10.0)
     weight_decay: float = Field(1e-4, ge=0.0, le=1.0)
