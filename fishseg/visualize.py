@@ -56,13 +56,13 @@ def make_figures(params: Params, paths: Paths) -> list[Path]:
 
     test = load_split(paths, "test")
     index = read_index(paths)
-    species_of = index.set_index("id")["species"]
     per_image = _read_csv(paths.plots_dir / "eval" / "per_image.csv").set_index("id").loc[test.ids]
     ious = per_image["iou"].to_numpy()
     chosen = plots.select_examples(ious, pp.grid_rows, pp.seed)
     for kind, rows in chosen.items():
         rows = np.asarray(rows, dtype=int)
-        titles = [f"{test.ids[i]}  {species_of[test.ids[i]]}  IoU {ious[i]:.3f}" for i in rows]
+        # Ids are "<species>/<stem>": the species is already in them.
+        titles = [f"{test.ids[i]}  IoU {ious[i]:.3f}" for i in rows]
         plots.plot_prediction_grid(
             np.asarray(test.images[rows]),
             np.asarray(test.masks[rows]),
