@@ -15,6 +15,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.pop("MLFLOW_TRACKING_URI", None)
+# Under pytest-xdist each worker gets one core's worth of threads, and so do the stage
+# processes the tests start (they inherit the variable): n workers x 1 thread, not n x n.
+XDIST_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+if XDIST_WORKERS > 1:
+    os.environ["OMP_NUM_THREADS"] = "1"
 
 import torch  # noqa: E402
 
@@ -22,7 +27,13 @@ from fishseg.params import Params, load_params  # noqa: E402
 from fishseg.paths import SPLITS, Paths  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-torch.set_num_threads(2)
+torch.set_num_threads(1 if XDIST_WORKERS > 1 else 2)
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    """`-n auto` (pyproject addopts): one worker per core this process may use (the
+    cgroup/affinity view, not the host's count), at most 8; the slow tests are a few files."""
+    return max(1, min(8, len(os.sched_getaffinity(0))))
 
 
 def tiny_overrides() -> dict:

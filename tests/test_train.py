@@ -78,7 +78,7 @@ def test_interrupted_training_resumes_to_the_same_result(tmp_path, real_params):
     params = Params.model_validate(
         merge(real_params.model_dump(), merge(tiny_overrides(), {"train": {"epochs": 3, "batch_size": 2}}))
     )
-    counts = {"train": 48, "val": 4, "test": 4}
+    counts = {"train": 24, "val": 4, "test": 4}
     straight = write_prepared(tmp_path / "straight", counts=counts)
     _write_params(straight.root, params)
     assert _stage(straight.root).wait(timeout=300) == 0
