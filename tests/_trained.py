@@ -6,10 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from fishseg.params import Params, load_params
 from fishseg.train import train
 
-from .conftest import REPO, merge, tiny_overrides, write_prepared
+from .conftest import tiny, write_prepared
 
 _trained: dict[str, Path] = {}
 
@@ -17,10 +16,7 @@ _trained: dict[str, Path] = {}
 def trained_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``models/model`` from a tiny real training run (trained once, then reused; do not modify it)."""
     if "model_dir" not in _trained:
-        params = Params.model_validate(
-            merge(load_params(REPO / "params.yaml").model_dump(), tiny_overrides())
-        )
         paths = write_prepared(tmp_path_factory.mktemp("trained"))
-        train(params, paths, progress=False)
+        train(tiny(), paths, progress=False)
         _trained["model_dir"] = paths.model_dir
     return _trained["model_dir"]

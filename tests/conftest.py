@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -56,14 +57,21 @@ def merge(base: dict, over: dict) -> dict:
     return out
 
 
-@pytest.fixture
-def real_params() -> Params:
-    return load_params(REPO / "params.yaml")
+def tiny(**sections: dict) -> Params:
+    """The real params file, shrunk (``tiny_overrides``), then ``sections`` merged on top,
+    validated: ``tiny(train={"epochs": 3})``."""
+    raw = merge(load_params(REPO / "params.yaml").model_dump(), tiny_overrides())
+    return Params.model_validate(merge(raw, sections))
+
+
+def write_params(root: Path, params: Params) -> None:
+    """``params`` as the project's params.yaml, for the stage scripts to read."""
+    (root / "params.yaml").write_text(yaml.safe_dump(json.loads(params.model_dump_json())))
 
 
 @pytest.fixture
-def tiny_params(real_params: Params) -> Params:
-    return Params.model_validate(merge(real_params.model_dump(), tiny_overrides()))
+def tiny_params() -> Params:
+    return tiny()
 
 
 def blob_pairs(n: int, size: tuple[int, int], seed: int) -> tuple[np.ndarray, np.ndarray]:

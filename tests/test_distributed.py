@@ -14,19 +14,14 @@ import torch
 from fishseg import launch
 from fishseg.data import EpochSampler, Normalizer, SegmentationDataset, make_loader
 from fishseg.model import load_model
-from fishseg.params import Params, TrainParams, load_params
+from fishseg.params import TrainParams
 from fishseg.prepared import load_split
 from fishseg.train import STATE_FILE, evaluate_loader, train
 
-from .conftest import REPO, merge, tiny_overrides, write_prepared
-from .test_train import _read, _stage, _write_params
+from .conftest import tiny, write_params, write_prepared
+from .test_train import _read, _stage
 
 COUNTS = {"train": 32, "val": 6, "test": 2}
-
-
-def _params(**train) -> Params:
-    base = merge(load_params(REPO / "params.yaml").model_dump(), tiny_overrides())
-    return Params.model_validate(merge(base, {"train": train}))
 
 
 def _runs(root):
@@ -54,7 +49,7 @@ def test_val_shards_cover_each_item_once():
 def ddp_run(tmp_path_factory):
     """The train stage on 2 CPU processes (gloo), 2 images per process and step."""
     paths = write_prepared(tmp_path_factory.mktemp("ddp"), counts=COUNTS)
-    _write_params(paths.root, _params(nproc_per_node=2, batch_size=2))
+    write_params(paths.root, tiny(train={"nproc_per_node": 2, "batch_size": 2}))
     proc = _stage(paths.root)
     out = proc.stdout.read()
     assert proc.wait(timeout=300) == 0, out
@@ -93,7 +88,7 @@ def test_two_processes_train_like_one_with_twice_the_batch(ddp_run, tmp_path):
     # The same items per step as 1 process x 4 images: close, not equal (batch-norm
     # statistics and the Dice term are per process).
     single = write_prepared(tmp_path / "single", counts=COUNTS)
-    train(_params(batch_size=4), single, progress=False)
+    train(tiny(train={"batch_size": 4}), single, progress=False)
     ddp = pd.read_csv(paths.plots_dir / "train" / "history.csv")
     one = pd.read_csv(single.plots_dir / "train" / "history.csv")
     assert np.allclose(ddp["lr"], one["lr"])
@@ -103,7 +98,7 @@ def test_two_processes_train_like_one_with_twice_the_batch(ddp_run, tmp_path):
 @pytest.mark.slow
 def test_two_processes_resume_to_the_same_result(ddp_run, tmp_path):
     paths = write_prepared(tmp_path / "broken", counts=COUNTS)
-    _write_params(paths.root, _params(nproc_per_node=2, batch_size=2))
+    write_params(paths.root, tiny(train={"nproc_per_node": 2, "batch_size": 2}))
     proc = _stage(paths.root)
     lines = []
     for line in proc.stdout:

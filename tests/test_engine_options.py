@@ -5,14 +5,9 @@ import pytest
 import torch
 
 from fishseg.errors import FishsegError
-from fishseg.params import Params
 from fishseg.train import resolve_precision, train
 
-from .conftest import merge, write_prepared
-
-
-def _with_train(params: Params, **train_overrides) -> Params:
-    return Params.model_validate(merge(params.model_dump(), {"train": train_overrides}))
+from .conftest import tiny, write_prepared
 
 
 def _history(paths) -> pd.DataFrame:
@@ -32,7 +27,7 @@ def test_bf16_autocast_trains_and_changes_the_numbers(tmp_path, tiny_params):
     fp32 = write_prepared(tmp_path / "fp32")
     bf16 = write_prepared(tmp_path / "bf16")
     train(tiny_params, fp32, progress=False)
-    result = train(_with_train(tiny_params, precision="bf16"), bf16, progress=False)
+    result = train(tiny(train={"precision": "bf16"}), bf16, progress=False)
     assert 0.0 <= result["best_val_iou"] <= 1.0
     a, b = _history(fp32), _history(bf16)
     assert b["train_loss"].notna().all() and b["train_loss"].iloc[-1] < b["train_loss"].iloc[0]
@@ -41,11 +36,11 @@ def test_bf16_autocast_trains_and_changes_the_numbers(tmp_path, tiny_params):
     assert a["train_loss"].to_numpy() == pytest.approx(b["train_loss"].to_numpy(), rel=0.05)
 
 
-def test_accumulating_two_half_batches_steps_like_one_full_batch(tmp_path, tiny_params):
+def test_accumulating_two_half_batches_steps_like_one_full_batch(tmp_path):
     full = write_prepared(tmp_path / "full")
     halves = write_prepared(tmp_path / "halves")
-    train(_with_train(tiny_params, batch_size=4, accumulate=1), full, progress=False)
-    train(_with_train(tiny_params, batch_size=2, accumulate=2), halves, progress=False)
+    train(tiny(train={"batch_size": 4, "accumulate": 1}), full, progress=False)
+    train(tiny(train={"batch_size": 2, "accumulate": 2}), halves, progress=False)
     a, b = _history(full), _history(halves)
     # One optimizer (and scheduler) step per two micro-batches: the same lr at each epoch end.
     assert a["lr"].tolist() == b["lr"].tolist()

@@ -7,16 +7,12 @@ import pytest
 from fishseg.evaluate import HEADLINE, boundary_f1, confusion_rows, counts_from_probs, evaluate
 from fishseg.train import train
 
-from .conftest import write_prepared
+from .conftest import tiny, write_prepared
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from fishseg.params import Params, load_params
-
-    from .conftest import REPO, merge, tiny_overrides
-
-    params = Params.model_validate(merge(load_params(REPO / "params.yaml").model_dump(), tiny_overrides()))
+    params = tiny()
     paths = write_prepared(tmp_path_factory.mktemp("evaluate"))
     train(params, paths, progress=False)
     return params, paths

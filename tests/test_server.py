@@ -22,14 +22,13 @@ import numpy as np
 import pytest
 import requests
 import torch
-import yaml
 
 from fishseg import tracking
 from fishseg.inference import load_inference_model
-from fishseg.params import MlflowParams, Params
+from fishseg.params import MlflowParams
 from fishseg.predict import main as predict_main
 
-from .conftest import REPO, merge, tiny_overrides, write_prepared
+from .conftest import REPO, tiny, write_params, write_prepared
 
 pytestmark = pytest.mark.slow
 
@@ -122,10 +121,7 @@ def _stage(name: str, root: Path, url: str) -> subprocess.CompletedProcess:
 def project(server, tmp_path_factory):
     """A tiny project trained and evaluated through the stage scripts, logging to the server."""
     paths = write_prepared(tmp_path_factory.mktemp("project"))
-    base = yaml.safe_load((REPO / "params.yaml").read_text())
-    overrides = merge(tiny_overrides(), {"mlflow": {"log_model": True, "register_model": MODEL_NAME}})
-    params = Params.model_validate(merge(base, overrides))
-    (paths.root / "params.yaml").write_text(yaml.safe_dump(json.loads(params.model_dump_json())))
+    write_params(paths.root, tiny(mlflow={"log_model": True, "register_model": MODEL_NAME}))
     for stage in ("train", "evaluate"):
         started = time.perf_counter()
         proc = _stage(stage, paths.root, server["url"])

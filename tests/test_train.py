@@ -10,10 +10,9 @@ import pandas as pd
 import pytest
 import torch
 
-from fishseg.params import Params
 from fishseg.train import HISTORY_COLUMNS, STATE_FILE, train
 
-from .conftest import REPO, merge, tiny_overrides, write_prepared
+from .conftest import REPO, tiny, write_params, write_prepared
 
 
 def _read(paths, name):
@@ -67,24 +66,16 @@ def _stage(root, *extra):
     )
 
 
-def _write_params(root, params: Params):
-    import yaml
-
-    (root / "params.yaml").write_text(yaml.safe_dump(json.loads(params.model_dump_json())))
-
-
 @pytest.mark.slow
-def test_interrupted_training_resumes_to_the_same_result(tmp_path, real_params):
-    params = Params.model_validate(
-        merge(real_params.model_dump(), merge(tiny_overrides(), {"train": {"epochs": 3, "batch_size": 2}}))
-    )
+def test_interrupted_training_resumes_to_the_same_result(tmp_path):
+    params = tiny(train={"epochs": 3, "batch_size": 2})
     counts = {"train": 24, "val": 4, "test": 4}
     straight = write_prepared(tmp_path / "straight", counts=counts)
-    _write_params(straight.root, params)
+    write_params(straight.root, params)
     assert _stage(straight.root).wait(timeout=300) == 0
 
     broken = write_prepared(tmp_path / "broken", counts=counts)
-    _write_params(broken.root, params)
+    write_params(broken.root, params)
     proc = _stage(broken.root)
     lines = []
     for line in proc.stdout:
