@@ -30,7 +30,7 @@ $(STAMP): requirements.txt
 # template that points at them by absolute path (rewritten every time, so a moved checkout
 # is fixed by the next `make setup`).
 plots-assets: $(STAMP)
-	$(BIN)/python -m fishseg.plots_page install
+	$(BIN)/python -m fishseg.report.plots_page install
 
 run: setup
 	$(BIN)/dvc repro

@@ -39,10 +39,10 @@ def params_with(**sections: dict[str, Any]) -> Params:
 
 def synthetic_project(root: Path, params: Params) -> Paths:
     """``data/raw`` (synthetic archive), ``data/prepared``, ``data/stats.json`` under ``root``."""
-    from fishseg.prepare import prepare
-    from fishseg.prepared import load_split
-    from fishseg.sources import fetch
-    from fishseg.stats import channel_stats
+    from fishseg.dataset.arrays import load_split
+    from fishseg.dataset.split import prepare
+    from fishseg.dataset.stats import channel_stats
+    from fishseg.sources.fetch import fetch
 
     paths = Paths(root)
     root.mkdir(parents=True, exist_ok=True)

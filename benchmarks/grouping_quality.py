@@ -19,10 +19,10 @@ import _common  # noqa: F401  (puts the project on the import path)
 import cv2
 import numpy as np
 
-from fishseg.grouping import group_ids, pair_quality, straddling_pairs
-from fishseg.layout import image_dir, mask_dir
-from fishseg.splitting import assign_splits
-from fishseg.synthetic import generate
+from fishseg.dataset.grouping import group_ids, pair_quality, straddling_pairs
+from fishseg.dataset.splitting import assign_splits
+from fishseg.sources.layout import image_dir, mask_dir
+from fishseg.sources.synthetic import generate
 
 
 def main() -> None:

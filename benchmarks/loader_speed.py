@@ -2,7 +2,7 @@
 
 Both loaders serve the same pairs (the train split of a synthetic data set that the
 pipeline's own download and split code makes) with the same augmentation
-(``fishseg.augment``, one seed per item and epoch), the same sampler and the same
+(``fishseg.training.augment``, one seed per item and epoch), the same sampler and the same
 DataLoader settings; the only difference is where an item comes from: a row of the
 split stage's arrays, or the 590x445 PNG pair decoded and resized on every read (what a
 loader without the split stage's preparation does).
@@ -22,10 +22,10 @@ import cv2
 import numpy as np
 import torch
 
-from fishseg.augment import build_augmentation
-from fishseg.data import EpochSampler, SegmentationDataset, make_loader, seed_transform
-from fishseg.dataset_index import read_mask, read_rgb
-from fishseg.prepared import load_split, read_index
+from fishseg.dataset.arrays import load_split, read_index
+from fishseg.dataset.index import read_mask, read_rgb
+from fishseg.training.augment import build_augmentation
+from fishseg.training.loaders import EpochSampler, SegmentationDataset, make_loader, seed_transform
 
 
 class PngDataset(torch.utils.data.Dataset):

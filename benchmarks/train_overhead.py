@@ -1,6 +1,6 @@
 """Training throughput: the pipeline's training step vs a bare smp loop on the same batches.
 
-The pipeline side is ``fishseg.train.train_one_epoch`` as the train stage runs it: the
+The pipeline side is ``fishseg.training.train.train_one_epoch`` as the train stage runs it: the
 prepared-array loader with augmentation, transfer and normalisation on the device, the
 epoch meter (confusion counts), the lr schedule and the stop-signal check. The bare side
 is model + loss + optimizer over the very same batches, collated, normalised and moved
@@ -27,15 +27,21 @@ import _common
 import torch
 from tqdm import tqdm
 
-from fishseg import distributed
-from fishseg.augment import build_augmentation
-from fishseg.data import EpochSampler, Normalizer, SegmentationDataset, make_loader
-from fishseg.device import default_workers, select_device
-from fishseg.losses import build_loss
-from fishseg.metrics import EpochMeter
-from fishseg.model import build_model
-from fishseg.prepared import load_split
-from fishseg.train import StopFlag, build_optimizer, build_scheduler, resolve_precision, train_one_epoch
+from fishseg.dataset.arrays import load_split
+from fishseg.device import default_workers, resolve_precision, select_device
+from fishseg.evaluation.metrics import EpochMeter
+from fishseg.model.factory import build_model
+from fishseg.model.normalize import Normalizer
+from fishseg.training import distributed
+from fishseg.training.augment import build_augmentation
+from fishseg.training.loaders import EpochSampler, SegmentationDataset, make_loader
+from fishseg.training.losses import build_loss
+from fishseg.training.train import (
+    StopFlag,
+    build_optimizer,
+    build_scheduler,
+    train_one_epoch,
+)
 
 
 def synchronize(device: torch.device) -> None:

@@ -35,6 +35,17 @@ def select_device(spec: str = "auto", local_rank: int | None = None) -> torch.de
     return device
 
 
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype (``None`` = fp32). ``auto``: bf16 on GPUs that have it."""
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return None
+    if precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type != "cuda" and precision == "fp16":
+        raise FishsegError("train.precision = 'fp16' needs a CUDA GPU; use fp32 or bf16 on CPU")
+    return torch.bfloat16 if precision == "bf16" else torch.float16
+
+
 def seed_everything(seed: int, deterministic: bool) -> None:
     """Seed Python, NumPy and torch; with ``deterministic``, refuse nondeterministic kernels."""
     random.seed(seed)

@@ -14,7 +14,7 @@ from fishseg.cli import log, run_stage
 
 
 def body(params, paths, args):
-    from fishseg.sources import fetch
+    from fishseg.sources.fetch import fetch
 
     summary = fetch(params.data, paths.raw_dir)
     log.info("data/raw ready: %s", summary)

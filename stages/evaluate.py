@@ -13,7 +13,7 @@ from fishseg.cli import log, run_stage
 
 
 def body(params, paths, args):
-    from fishseg.evaluate import evaluate
+    from fishseg.evaluation.evaluate import evaluate
 
     metrics = evaluate(params, paths)
     log.info(

@@ -13,7 +13,7 @@ from fishseg.cli import log, run_stage
 
 
 def body(params, paths, args):
-    from fishseg.visualize import make_figures
+    from fishseg.report.figures import make_figures
 
     written = make_figures(params, paths)
     log.info("wrote %d figures to %s", len(written), paths.plots_dir / "png")

@@ -13,7 +13,7 @@ from fishseg.cli import log, run_stage
 
 
 def body(params, paths, args):
-    from fishseg.prepare import prepare
+    from fishseg.dataset.split import prepare
 
     index = prepare(params.data, params.split, paths)
     log.info("indexed %d pairs in %d groups", len(index), index["group"].nunique())

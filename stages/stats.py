@@ -15,9 +15,9 @@ from fishseg.cli import log, run_stage
 def body(params, paths, args):
     import json
 
+    from fishseg.dataset.arrays import load_split, read_index
+    from fishseg.dataset.stats import channel_stats, data_metrics
     from fishseg.fsutil import atomic_write_json
-    from fishseg.prepared import load_split, read_index
-    from fishseg.stats import channel_stats, data_metrics
 
     stats = channel_stats(load_split(paths, "train"))
     validation = json.loads(paths.validation_json.read_text()) if paths.validation_json.is_file() else {}

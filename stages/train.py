@@ -22,13 +22,13 @@ from fishseg.cli import log, run_stage
 
 
 def body(params, paths, args):
-    from fishseg import launch
+    from fishseg.training import launch
 
     if launch.needs_launch(params.train):
         launch.run_torchrun(params.train, __file__, sys.argv[1:])
         return
 
-    from fishseg.train import train
+    from fishseg.training.train import train
 
     result = train(params, paths)
     if result:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from fishseg.train import train
+from fishseg.training.train import train
 
 from .conftest import tiny, write_prepared
 

@@ -101,9 +101,9 @@ def write_prepared(
     import cv2
     import pandas as pd
 
+    from fishseg.dataset.arrays import load_split
+    from fishseg.dataset.stats import channel_stats
     from fishseg.fsutil import atomic_write_json
-    from fishseg.prepared import load_split
-    from fishseg.stats import channel_stats
 
     counts = counts or {"train": 16, "val": 4, "test": 6}
     paths = Paths(root)

@@ -1,4 +1,4 @@
-"""fishseg.archive: member checks and capped streaming, below the level of fetch()."""
+"""fishseg.sources.archive: member checks and capped streaming, below the level of fetch()."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from fishseg.archive import FolderTree, TarTree, ZipTree, _Capped, member_path, open_tree
 from fishseg.errors import FishsegError
+from fishseg.sources.archive import FolderTree, TarTree, ZipTree, _Capped, member_path, open_tree
 from tests._fishdata import write
 
 ARCHIVE = Path("a.zip")

@@ -1,10 +1,11 @@
 import numpy as np
 import torch
 
-from fishseg.augment import build_augmentation
-from fishseg.data import EpochSampler, Normalizer, SegmentationDataset, make_loader
+from fishseg.dataset.arrays import load_split
+from fishseg.model.normalize import Normalizer
 from fishseg.params import AugmentParams
-from fishseg.prepared import load_split
+from fishseg.training.augment import build_augmentation
+from fishseg.training.loaders import EpochSampler, SegmentationDataset, make_loader
 
 from .conftest import write_prepared
 

@@ -11,12 +11,13 @@ import pandas as pd
 import pytest
 import torch
 
-from fishseg import launch
-from fishseg.data import EpochSampler, Normalizer, SegmentationDataset, make_loader
-from fishseg.model import load_model
+from fishseg.dataset.arrays import load_split
+from fishseg.model.io import load_model
+from fishseg.model.normalize import Normalizer
 from fishseg.params import TrainParams
-from fishseg.prepared import load_split
-from fishseg.train import STATE_FILE, evaluate_loader, train
+from fishseg.training import launch
+from fishseg.training.loaders import EpochSampler, SegmentationDataset, make_loader
+from fishseg.training.train import STATE_FILE, evaluate_loader, train
 
 from .conftest import tiny, write_params, write_prepared
 from .test_train import _read, _stage

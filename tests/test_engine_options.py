@@ -4,8 +4,9 @@ import pandas as pd
 import pytest
 import torch
 
+from fishseg.device import resolve_precision
 from fishseg.errors import FishsegError
-from fishseg.train import resolve_precision, train
+from fishseg.training.train import train
 
 from .conftest import tiny, write_prepared
 

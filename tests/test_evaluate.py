@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fishseg.evaluate import HEADLINE, boundary_f1, confusion_rows, counts_from_probs, evaluate
-from fishseg.train import train
+from fishseg.evaluation.evaluate import HEADLINE, boundary_f1, confusion_rows, counts_from_probs, evaluate
+from fishseg.training.train import train
 
 from .conftest import tiny, write_prepared
 

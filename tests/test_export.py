@@ -10,8 +10,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from fishseg.export import DEFAULT_TOLERANCE, check_parity, export_onnx, main, max_abs_diff
-from fishseg.inference import load_inference_model
+from fishseg.model.inference import load_inference_model
+from fishseg.serve.export import DEFAULT_TOLERANCE, check_parity, export_onnx, main, max_abs_diff
 
 from ._trained import trained_model_dir
 

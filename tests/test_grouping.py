@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from fishseg.grouping import group_ids, pair_quality, straddling_pairs
+from fishseg.dataset.grouping import group_ids, pair_quality, straddling_pairs
 
 FRAME = (150, 200)  # (h, w), the archive's 445x590 aspect
 SIZE = (96, 128)  # (h, w) the pipeline prepares
@@ -148,7 +148,7 @@ def test_larger_inputs_are_grouped_alike():
 
 def test_distinct_photos_stay_apart(caplog):
     images, masks, species, truth = _dataset(seed=4, photos=12, copies=1)
-    with caplog.at_level(logging.WARNING, logger="fishseg.grouping"):
+    with caplog.at_level(logging.WARNING, logger="fishseg.dataset.grouping"):
         groups = group_ids(images, masks, species)
     # No copies, so no gap between copies and the rest: the conservative fallback applies.
     assert "no clear gap" in caplog.text
@@ -158,7 +158,7 @@ def test_distinct_photos_stay_apart(caplog):
 def test_a_giant_group_is_broken_up(data, caplog):
     images, masks, species, _ = data
     # A loose threshold links everything; the guard must still leave a splittable species.
-    with caplog.at_level(logging.WARNING, logger="fishseg.grouping"):
+    with caplog.at_level(logging.WARNING, logger="fishseg.dataset.grouping"):
         groups = group_ids(images, masks, species, threshold=50.0, max_group_fraction=0.3)
     _assert_valid_grouping(groups, species)
     for name in set(species):
@@ -220,8 +220,8 @@ def test_straddling_pairs_by_hand():
 
 
 def test_synthetic_archive(tmp_path):
-    from fishseg.layout import image_dir, mask_dir
-    from fishseg.synthetic import generate
+    from fishseg.sources.layout import image_dir, mask_dir
+    from fishseg.sources.synthetic import generate
 
     records = generate(
         tmp_path, photos_per_species=3, copies_per_photo=4, width=200, height=150, seed=3, progress=False

@@ -26,10 +26,10 @@ from urllib.parse import urlsplit
 import pytest
 
 from fishseg.errors import FishsegError
-from fishseg.kaggle_source import KaggleCredentials, config_dir, find_credentials, parse_dataset, redact
-from fishseg.layout import image_dir
 from fishseg.params import DataParams
-from fishseg.sources import fetch
+from fishseg.sources.fetch import fetch
+from fishseg.sources.kaggle import KaggleCredentials, config_dir, find_credentials, parse_dataset, redact
+from fishseg.sources.layout import image_dir
 from tests._fishdata import assert_untouched, fish_dataset, image_bytes, make_good_raw, write, zip_tree
 
 USER = "fish-user"

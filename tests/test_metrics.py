@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from fishseg.metrics import EpochMeter, confusion_counts, scores, summarize
+from fishseg.evaluation.metrics import EpochMeter, confusion_counts, scores, summarize
 
 
 def _logits(pred: np.ndarray) -> torch.Tensor:

@@ -2,9 +2,11 @@ import pytest
 import torch
 
 from fishseg.errors import FishsegError
-from fishseg.losses import LOSSES, build_loss
-from fishseg.model import PACKAGED_WEIGHTS, build_model, load_model, packaged_weights_file, save_model
+from fishseg.model.factory import build_model
+from fishseg.model.io import load_model, save_model
+from fishseg.model.weights import PACKAGED_WEIGHTS, packaged_weights_file
 from fishseg.params import ModelParams
+from fishseg.training.losses import LOSSES, build_loss
 
 
 def test_factory_builds_and_round_trips(tmp_path):

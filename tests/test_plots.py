@@ -1,4 +1,4 @@
-"""Tests for fishseg.plots: every figure is written, decodes, and has a sensible size."""
+"""Tests for fishseg.report.charts: every figure is written, decodes, and has a sensible size."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from matplotlib.image import imread
 
-from fishseg import plots
+from fishseg.report import charts as plots
 
 DPI = 50
 N, H, W = 6, 32, 48

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from configobj import ConfigObj
 
-from fishseg import plots_page
-from fishseg.plots_page import BUNDLES, Bundle, NpmMissingError, PlotsPageError, install, problems, sri
+from fishseg.report import plots_page
+from fishseg.report.plots_page import BUNDLES, Bundle, NpmMissingError, PlotsPageError, install, problems, sri
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -14,11 +14,11 @@ import pytest
 import torch
 from mlflow.models import infer_signature
 
-from fishseg import tracking
-from fishseg.dataset_index import read_rgb
-from fishseg.inference import InferenceModel, load_inference_model, predict_image
+from fishseg.dataset.index import read_rgb
+from fishseg.model.inference import InferenceModel, load_inference_model, predict_image
 from fishseg.params import Params
-from fishseg.predict import collect_inputs, main, output_stems
+from fishseg.serve.predict import collect_inputs, main, output_stems
+from fishseg.tracking import store as tracking
 
 from ._trained import trained_model_dir
 

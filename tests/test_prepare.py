@@ -5,11 +5,11 @@ import json
 import numpy as np
 import pytest
 
+from fishseg.dataset.arrays import load_split, read_index
+from fishseg.dataset.split import prepare
 from fishseg.errors import FishsegError
 from fishseg.params import DataParams, SplitParams
 from fishseg.paths import Paths
-from fishseg.prepare import prepare
-from fishseg.prepared import load_split, read_index
 
 from ._fishdata import fish_dataset, image_bytes, write
 

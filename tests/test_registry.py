@@ -11,10 +11,10 @@ import pytest
 import torch
 from mlflow.models import infer_signature
 
-from fishseg import tracking
-from fishseg.inference import InferenceModel
+from fishseg.model.inference import InferenceModel
 from fishseg.params import Params, ParamsError, parse_params
-from fishseg.registry import CHAMPION, SCORE_TAG, maybe_register
+from fishseg.tracking import store as tracking
+from fishseg.tracking.registry import CHAMPION, SCORE_TAG, maybe_register
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from fishseg import train as engine
 from fishseg.params import TrainParams
+from fishseg.training import train as engine
 
 from .conftest import write_prepared
 

@@ -23,10 +23,10 @@ import pytest
 import requests
 import torch
 
-from fishseg import tracking
-from fishseg.inference import load_inference_model
+from fishseg.model.inference import load_inference_model
 from fishseg.params import MlflowParams
-from fishseg.predict import main as predict_main
+from fishseg.serve.predict import main as predict_main
+from fishseg.tracking import store as tracking
 
 from .conftest import REPO, tiny, write_params, write_prepared
 

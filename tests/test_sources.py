@@ -1,4 +1,4 @@
-"""fishseg.sources: every accepted layout lands in the canonical one; bad input changes nothing."""
+"""fishseg.sources.fetch: every accepted layout lands in the canonical one; bad input changes nothing."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 from fishseg.errors import FishsegError
-from fishseg.layout import image_dir, mask_dir
 from fishseg.params import DataParams
-from fishseg.sources import check_layout, detect, fetch
+from fishseg.sources.fetch import check_layout, detect, fetch
+from fishseg.sources.layout import image_dir, mask_dir
 from tests._fishdata import (
     assert_untouched,
     fish_dataset,
@@ -211,7 +211,7 @@ def test_synthetic_source_goes_through_the_same_checks(tmp_path: Path, raw: Path
         fish_dataset(out_dir, {"Trout": kwargs["photos_per_species"] * kwargs["copies_per_photo"]})
         return []
 
-    monkeypatch.setitem(sys.modules, "fishseg.synthetic", types.SimpleNamespace(generate=generate))
+    monkeypatch.setitem(sys.modules, "fishseg.sources.synthetic", types.SimpleNamespace(generate=generate))
     data = DataParams(
         source="synthetic", synthetic={"photos_per_species": 2, "copies_per_photo": 2, "seed": 5}
     )
@@ -235,7 +235,7 @@ def test_synthetic_failure_leaves_raw_untouched(good_raw, monkeypatch) -> None:
         write(out_dir / "Fish_Dataset" / "Fish_Dataset" / "Trout" / "Trout" / "0.png", image_bytes(0))
         raise FishsegError("generator broke")
 
-    monkeypatch.setitem(sys.modules, "fishseg.synthetic", types.SimpleNamespace(generate=generate))
+    monkeypatch.setitem(sys.modules, "fishseg.sources.synthetic", types.SimpleNamespace(generate=generate))
     assert_fails("synthetic", good_raw, "generator broke")
 
 

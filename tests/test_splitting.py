@@ -1,6 +1,6 @@
 import numpy as np
 
-from fishseg.splitting import assign_splits
+from fishseg.dataset.splitting import assign_splits
 
 
 def _data(groups_per_species=10, copies=4):

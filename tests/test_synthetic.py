@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from fishseg.errors import FishsegError
-from fishseg.layout import SPECIES, image_dir, mask_dir
-from fishseg.synthetic import SyntheticRecord, apply_transform, generate, render_photo
+from fishseg.sources.layout import SPECIES, image_dir, mask_dir
+from fishseg.sources.synthetic import SyntheticRecord, apply_transform, generate, render_photo
 
 W, H = 64, 48
 PHOTOS, COPIES = 3, 4

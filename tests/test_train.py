@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from fishseg.train import HISTORY_COLUMNS, STATE_FILE, train
+from fishseg.training.train import HISTORY_COLUMNS, STATE_FILE, train
 
 from .conftest import REPO, tiny, write_params, write_prepared
 
@@ -118,8 +118,8 @@ def test_stale_state_for_other_params_starts_fresh(tmp_path, tiny_params, caplog
 
 
 def test_frozen_encoder_stays_as_built_while_the_decoder_learns(tmp_path, tiny_params, monkeypatch):
-    from fishseg import train as engine
-    from fishseg.model import load_model
+    from fishseg.model.io import load_model
+    from fishseg.training import train as engine
 
     built = {}
     real_build = engine.build_model
@@ -149,7 +149,7 @@ def test_frozen_encoder_stays_as_built_while_the_decoder_learns(tmp_path, tiny_p
 def test_a_state_file_holding_code_is_refused_not_run(tmp_path, caplog):
     from pathlib import Path
 
-    from fishseg.train import load_state
+    from fishseg.training.train import load_state
 
     marker = tmp_path / "code-ran"
 

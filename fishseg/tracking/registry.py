@@ -78,7 +78,7 @@ def maybe_register(
 ) -> dict[str, Any] | None:
     """Register ``run_id``'s logged model under ``mlflow.register_model``; move ``champion`` if it wins.
 
-    Uses the store :mod:`fishseg.tracking` resolves for ``root``, or, without ``root``, the
+    Uses the store :mod:`fishseg.tracking.store` resolves for ``root``, or, without ``root``, the
     tracking URI already set in this process. Returns what happened, or ``None`` when
     registration is off or there is nothing to register.
     """
@@ -90,7 +90,7 @@ def maybe_register(
         return None
     import mlflow
 
-    from fishseg import tracking
+    from fishseg.tracking import store as tracking
 
     if root is not None:
         tracking.use_store(params.mlflow, root)

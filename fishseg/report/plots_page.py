@@ -13,8 +13,8 @@ the template on every run (it is cheap), so a moved checkout is fixed by ``make 
 Standard library only (plus ``fishseg.fsutil``): ``make setup`` runs this on every call,
 so it must stay fast and not import the heavy parts of the package.
 
-    python -m fishseg.plots_page install   # what `make setup` runs
-    python -m fishseg.plots_page check     # exit 1 and a list of problems if not usable
+    python -m fishseg.report.plots_page install   # what `make setup` runs
+    python -m fishseg.report.plots_page check     # exit 1 and a list of problems if not usable
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ from pathlib import Path
 
 from fishseg.fsutil import atomic_write_bytes, atomic_write_json
 
-log = logging.getLogger("fishseg.plots_page")
+log = logging.getLogger("fishseg.report.plots_page")
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 # Must match `plots.html_template` in .dvc/config (a test holds them together).
 ASSETS_DIR = ROOT / ".dvc-plots-assets"
 TEMPLATE_NAME = "plots.html"
@@ -255,7 +255,7 @@ def install(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m fishseg.plots_page",
+        prog="python -m fishseg.report.plots_page",
         description="Install the vega bundles and the page template for an offline `dvc plots show`.",
     )
     parser.add_argument("command", choices=["install", "check"])

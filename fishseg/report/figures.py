@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fishseg import plots
+from fishseg.dataset.arrays import load_split, read_index
 from fishseg.errors import FishsegError
 from fishseg.params import Params
 from fishseg.paths import Paths
-from fishseg.prepared import load_split, read_index
+from fishseg.report import charts as plots
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def make_figures(params: Params, paths: Paths) -> list[Path]:
 def _log_to_mlflow(params: Params, paths: Paths, files: list[Path]) -> None:
     import mlflow
 
-    from fishseg import tracking
+    from fishseg.tracking import store as tracking
 
     run_id = json.loads(paths.run_json.read_text())["run_id"] if paths.run_json.is_file() else None
     experiment_id = tracking.setup(params.mlflow, paths.root)

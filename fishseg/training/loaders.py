@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from fishseg.prepared import PreparedSplit
+from fishseg.dataset.arrays import PreparedSplit
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -116,15 +116,3 @@ def make_loader(
         prefetch_factor=4 if num_workers > 0 else None,
         drop_last=drop_last,
     )
-
-
-class Normalizer(torch.nn.Module):
-    """uint8 (B,3,H,W) -> float normalised by the train split's mean/std, on the device."""
-
-    def __init__(self, mean: list[float], std: list[float]) -> None:
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255.0)
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255.0)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return (images.float() - self.mean) / self.std

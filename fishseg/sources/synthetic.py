@@ -25,7 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from fishseg.errors import FishsegError
-from fishseg.layout import SPECIES, image_dir, mask_dir
+from fishseg.sources.layout import SPECIES, image_dir, mask_dir
 
 log = logging.getLogger(__name__)
 

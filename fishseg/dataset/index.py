@@ -16,9 +16,8 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from fishseg.archive import IMAGE_SUFFIXES
 from fishseg.errors import FishsegError
-from fishseg.layout import DATASET_DIR, MASK_SUFFIX
+from fishseg.sources.layout import DATASET_DIR, IMAGE_SUFFIXES, MASK_SUFFIX
 
 log = logging.getLogger(__name__)
 

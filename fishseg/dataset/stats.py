@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fishseg.grouping import straddling_pairs
-from fishseg.prepared import PreparedSplit
+from fishseg.dataset.arrays import PreparedSplit
+from fishseg.dataset.grouping import straddling_pairs
 
 CHUNK = 256
 

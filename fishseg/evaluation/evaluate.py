@@ -21,18 +21,17 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from fishseg.data import Normalizer
-from fishseg.dataset_index import read_mask
-from fishseg.device import select_device
+from fishseg.dataset.arrays import PreparedSplit, load_split, read_index
+from fishseg.dataset.index import read_mask
+from fishseg.device import resolve_precision, select_device
 from fishseg.errors import FishsegError
+from fishseg.evaluation.metrics import scores, summarize
 from fishseg.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text
-from fishseg.inference import read_preprocessing
-from fishseg.metrics import scores, summarize
-from fishseg.model import load_model
+from fishseg.model.inference import read_preprocessing
+from fishseg.model.io import load_model
+from fishseg.model.normalize import Normalizer
 from fishseg.params import Params
 from fishseg.paths import Paths
-from fishseg.prepared import PreparedSplit, load_split, read_index
-from fishseg.train import resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +219,7 @@ def evaluate(params: Params, paths: Paths, *, progress: bool = True) -> dict[str
 
     _log_to_mlflow(params, paths, metrics, per_species)
     if params.mlflow.register_model:
-        from fishseg.registry import maybe_register
+        from fishseg.tracking.registry import maybe_register
 
         run_id = json.loads(paths.run_json.read_text())["run_id"] if paths.run_json.is_file() else None
         maybe_register(params, run_id, metrics["iou"], root=paths.root)
@@ -238,7 +237,7 @@ def _save_predictions(paths: Paths, ids: list[str], probs: np.ndarray, counts: n
 def _log_to_mlflow(params: Params, paths: Paths, metrics: dict[str, Any], per_species: pd.DataFrame) -> None:
     import mlflow
 
-    from fishseg import tracking
+    from fishseg.tracking import store as tracking
 
     run_id = json.loads(paths.run_json.read_text())["run_id"] if paths.run_json.is_file() else None
     experiment_id = tracking.setup(params.mlflow, paths.root)

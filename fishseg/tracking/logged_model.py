@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fishseg.inference import load_inference_model
+from fishseg.model.inference import load_inference_model
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Sources: ``synthetic`` (the built-in generator), ``kaggle`` (the Kaggle API), or a path
 to a ``.zip``/``.tar(.gz)`` archive or a folder. Whatever comes in, ``data/raw`` ends up
-as the Kaggle archive's layout (:mod:`fishseg.layout`)::
+as the Kaggle archive's layout (:mod:`fishseg.sources.layout`)::
 
     Fish_Dataset/Fish_Dataset/<Species>/<Species>/<name>.png        images
     Fish_Dataset/Fish_Dataset/<Species>/<Species> GT/<name>.png     masks
@@ -36,11 +36,11 @@ from typing import Any
 
 from tqdm import tqdm
 
-from fishseg.archive import IMAGE_SUFFIXES, SourceTree, open_tree
 from fishseg.errors import FishsegError
 from fishseg.fsutil import atomic_dir
-from fishseg.layout import DATASET_DIR, MASK_SUFFIX, image_dir, mask_dir
 from fishseg.params import DataParams
+from fishseg.sources.archive import SourceTree, open_tree
+from fishseg.sources.layout import DATASET_DIR, IMAGE_SUFFIXES, MASK_SUFFIX, image_dir, mask_dir
 
 log = logging.getLogger(__name__)
 
@@ -237,7 +237,7 @@ def check_layout(raw_dir: Path) -> dict[str, int]:
 
 
 def _fetch_synthetic(data: DataParams, out: Path, *, progress: bool) -> dict[str, Any]:
-    from fishseg.synthetic import generate
+    from fishseg.sources.synthetic import generate
 
     cfg = data.synthetic
     generate(
@@ -261,7 +261,8 @@ def _fetch_tree(tree: SourceTree, out: Path, staging: Path, *, progress: bool) -
 def _fetch_kaggle(
     data: DataParams, out: Path, staging: Path, creds: Any, *, progress: bool
 ) -> dict[str, Any]:
-    from fishseg import archive, kaggle_source
+    from fishseg.sources import archive
+    from fishseg.sources import kaggle as kaggle_source
 
     _, slug, _ = kaggle_source.parse_dataset(data.kaggle_dataset)
     download_dir = staging / "download"
@@ -303,7 +304,7 @@ def fetch(data: DataParams, raw_dir: Path, *, progress: bool = True) -> dict:
     tree: SourceTree | None = None
     # Checks that need no output folder come first, so that a bad setting touches nothing.
     if source == "kaggle":
-        from fishseg.kaggle_source import find_credentials, parse_dataset
+        from fishseg.sources.kaggle import find_credentials, parse_dataset
 
         parse_dataset(data.kaggle_dataset)
         creds = find_credentials()

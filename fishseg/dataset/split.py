@@ -1,7 +1,7 @@
 """The split stage's work: index, validate, group, split, and write training arrays.
 
 Each pair is decoded and resized exactly once here; training reads the resulting
-arrays (``fishseg.prepared``) memory-mapped, with no image decoding on the hot path.
+arrays (``fishseg.dataset.arrays``) memory-mapped, with no image decoding on the hot path.
 """
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from fishseg.dataset_index import Problem, decode_pairs, make_ids, scan_pairs
+from fishseg.dataset.arrays import save_split
+from fishseg.dataset.grouping import group_ids
+from fishseg.dataset.index import Problem, decode_pairs, make_ids, scan_pairs
+from fishseg.dataset.splitting import assign_splits
 from fishseg.errors import FishsegError
 from fishseg.fsutil import atomic_dir, atomic_write_json, atomic_write_text
-from fishseg.grouping import group_ids
 from fishseg.params import DataParams, SplitParams
 from fishseg.paths import SPLITS, Paths
-from fishseg.prepared import save_split
-from fishseg.splitting import assign_splits
 
 log = logging.getLogger(__name__)
 

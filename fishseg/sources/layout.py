@@ -20,6 +20,9 @@ SPECIES: tuple[str, ...] = (
     "Trout",
 )
 
+# Image file types accepted anywhere a dataset or a photo is read (any case).
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
+
 DATASET_DIR = Path("Fish_Dataset") / "Fish_Dataset"
 MASK_SUFFIX = " GT"
 

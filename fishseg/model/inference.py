@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from fishseg.data import Normalizer
 from fishseg.errors import FishsegError
-from fishseg.model import load_model
+from fishseg.model.io import load_model
+from fishseg.model.normalize import Normalizer
 
 
 class InferenceModel(nn.Module):

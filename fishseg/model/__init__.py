@@ -1,0 +1,1 @@
+"""Segmentation models: the factory, encoder weights, saving and loading, the packaged inference model."""

@@ -1,0 +1,1 @@
+"""The plot stage: figures of training, evaluation and the dataset; the offline page of dvc plots."""

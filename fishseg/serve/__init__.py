@@ -1,0 +1,1 @@
+"""Using a trained model: predict on new images, export to ONNX."""

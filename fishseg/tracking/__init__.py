@@ -1,0 +1,1 @@
+"""MLflow: the store runs go to, the logged model, the model registry."""
