@@ -2,16 +2,20 @@
 
 DVC's default page loads vega, vega-lite and vega-embed from a CDN, so on a machine
 without internet (this project's machines, most training clusters) every chart is blank.
-``.dvc/config`` sets ``plots.html_template`` to a page written here instead, whose script
-tags point at the same bundles installed from the npm registry into ``.dvc-plots-assets/``
-(git-ignored: registry packages, not committed copies).
+``install`` writes a page whose script tags point at the same bundles, installed from the
+npm registry into ``.dvc-plots-assets/`` (git-ignored: registry packages, not committed
+copies), and sets ``plots.html_template`` to it in ``.dvc/config.local``: the setting is
+this machine's, so it stays out of the committed ``.dvc/config``, and a clone without
+set-up gets DVC's own page instead of an error. When the bundles cannot be installed,
+``install`` takes its setting out again.
 
 The script paths are absolute ``file://`` URLs: DVC writes its page wherever ``-o`` says,
 so no relative path from the page to the bundles holds in general. ``install`` rewrites
 the template on every run (it is cheap), so a moved checkout is fixed by ``make setup``.
 
-Standard library only (plus ``fishseg.fsutil``): ``make setup`` runs this on every call,
-so it must stay fast and not import the heavy parts of the package.
+Standard library only (plus ``fishseg.fsutil`` and ``configobj``, which comes with DVC):
+``make setup`` runs this on every call, so it must stay fast and not import the heavy
+parts of the package.
 
     python -m fishseg.report.plots_page install   # what `make setup` runs
     python -m fishseg.report.plots_page check     # exit 1 and a list of problems if not usable
@@ -24,6 +28,7 @@ import base64
 import hashlib
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -37,9 +42,9 @@ from fishseg.fsutil import atomic_write_bytes, atomic_write_json
 log = logging.getLogger("fishseg.report.plots_page")
 
 ROOT = Path(__file__).resolve().parents[2]
-# Must match `plots.html_template` in .dvc/config (a test holds them together).
 ASSETS_DIR = ROOT / ".dvc-plots-assets"
 TEMPLATE_NAME = "plots.html"
+CONFIG_LOCAL = ROOT / ".dvc" / "config.local"
 MANIFEST_NAME = "installed.json"
 NPM_TIMEOUT_S = 300
 
@@ -253,6 +258,36 @@ def install(
     return template
 
 
+def _template_setting(template: Path, config_file: Path) -> str:
+    """The template's path as DVC resolves it: relative to the ``.dvc`` folder when inside the project."""
+    try:
+        return Path(os.path.relpath(template.resolve(), config_file.parent.resolve())).as_posix()
+    except ValueError:  # another drive (Windows)
+        return str(template.resolve())
+
+
+def configure(template: Path | None, config_file: Path = CONFIG_LOCAL) -> None:
+    """Set ``plots.html_template`` to ``template`` in ``config_file`` (``.dvc/config.local``),
+    or with ``None`` remove it; every other setting in the file stays as it was."""
+    from configobj import ConfigObj  # comes with dvc; keeps comments and the other sections
+
+    if template is None and not config_file.is_file():
+        return
+    config = ConfigObj(str(config_file))
+    if "plots" not in config:
+        config["plots"] = {}
+    plots = config["plots"]
+    if template is not None:
+        plots["html_template"] = _template_setting(template, config_file)
+    else:
+        plots.pop("html_template", None)
+        if not plots:
+            del config["plots"]
+    config.filename = None  # write() then returns the lines instead of writing in place
+    lines = config.write()
+    atomic_write_bytes(config_file, ("\n".join(lines) + "\n").encode("utf-8") if lines else b"")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m fishseg.report.plots_page",
@@ -260,6 +295,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("command", choices=["install", "check"])
     parser.add_argument("--dest", type=Path, default=ASSETS_DIR, help=f"default: {ASSETS_DIR}")
+    parser.add_argument(
+        "--config", type=Path, default=CONFIG_LOCAL, help=f"DVC config file to set (default: {CONFIG_LOCAL})"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     if args.command == "check":
@@ -273,12 +311,15 @@ def main(argv: list[str] | None = None) -> int:
         template = install(args.dest)
     except NpmMissingError as exc:
         # The pipeline and the tests do not need the page: set-up goes on, loudly.
-        log.warning("%s; `dvc plots show` will fail until this is rerun with npm", exc)
+        configure(None, args.config)
+        log.warning("%s; `dvc plots show` uses DVC's own page (charts need internet) until then", exc)
         return 0
     except PlotsPageError as exc:
+        configure(None, args.config)
         log.error("%s", exc)
         return 1
-    log.info("offline plot page template: %s", template)
+    configure(template, args.config)
+    log.info("offline plot page template: %s (set in %s)", template, args.config)
     return 0
 
 
