@@ -38,7 +38,7 @@ def params_with(**sections: dict[str, Any]) -> Params:
 
 
 def synthetic_project(root: Path, params: Params) -> Paths:
-    """``data/raw`` (synthetic archive), ``data/prepared``, ``data/stats.json`` under ``root``."""
+    """``work/raw`` (synthetic archive), ``work/prepared``, ``work/stats.json`` under ``root``."""
     from fishseg.dataset.arrays import load_split
     from fishseg.dataset.split import prepare
     from fishseg.dataset.stats import channel_stats

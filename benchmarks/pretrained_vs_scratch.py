@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 
 from fishseg.dataset.arrays import load_split
+from fishseg.paths import Paths
 from fishseg.params import Params
 from fishseg.training.train import train
 
@@ -64,9 +65,11 @@ def main() -> None:
         counts = {split: len(load_split(data, split)) for split in ("train", "val")}
         for label, weights in WEIGHTS.items():
             project = Path(tmp) / label.split()[0]
-            (project / "data").mkdir(parents=True)
-            for name in ("prepared", "stats.json"):
-                (project / "data" / name).symlink_to(data.root / "data" / name)
+            project.mkdir(parents=True)
+            for path in (data.prepared_dir, data.stats_json):
+                link = Paths(project) / path.relative_to(data.root)
+                link.parent.mkdir(parents=True, exist_ok=True)
+                link.symlink_to(path)
             params = _common.params_with(**base, model={"encoder": args.encoder, "encoder_weights": weights})
             results[label] = run(project, params)
 

@@ -44,9 +44,13 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def atomic_write_json(path: Path, obj: Any) -> None:
-    """Stable JSON (sorted keys, 2-space indent, trailing newline) so diffs stay small."""
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+def atomic_write_json(path: Path, obj: Any, *, sort_keys: bool = True) -> None:
+    """Stable JSON (sorted keys, 2-space indent, trailing newline) so diffs stay small.
+
+    ``sort_keys=False`` keeps the order as given: metrics files, whose key order is the
+    column order of ``dvc exp show``.
+    """
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=sort_keys) + "\n")
 
 
 @contextlib.contextmanager

@@ -33,29 +33,43 @@ def store_root(root: Path | None = None) -> Path:
 
 @dataclass(frozen=True)
 class Paths:
-    """The pipeline's files, relative to a project root."""
+    """The pipeline's files, relative to a project root.
+
+    ``data/`` is the team's copy of the source dataset, versioned by the top-level
+    ``data.dvc`` (``dvc add data``); the pipeline only reads it (``data.source: data``).
+    What the data stages build from it lives in ``work/``, so no stage output overlaps
+    the folder ``data.dvc`` tracks.
+    """
 
     root: Path
 
     @property
+    def shared_data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def work_dir(self) -> Path:
+        return self.root / "work"
+
+    @property
     def raw_dir(self) -> Path:
-        return self.root / "data" / "raw"
+        return self.work_dir / "raw"
 
     @property
     def index_csv(self) -> Path:
-        return self.root / "data" / "index.csv"
+        return self.work_dir / "index.csv"
 
     @property
     def prepared_dir(self) -> Path:
-        return self.root / "data" / "prepared"
+        return self.work_dir / "prepared"
 
     @property
     def validation_json(self) -> Path:
-        return self.root / "data" / "validation.json"
+        return self.work_dir / "validation.json"
 
     @property
     def stats_json(self) -> Path:
-        return self.root / "data" / "stats.json"
+        return self.work_dir / "stats.json"
 
     @property
     def model_dir(self) -> Path:

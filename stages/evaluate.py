@@ -1,8 +1,9 @@
 """evaluate: score the best model on the test split and add the numbers to its MLflow run.
 
-Writes metrics/eval.json (IoU micro and per image, Dice, precision, recall, pixel
-accuracy), plots/eval/per_species.csv, plots/eval/per_image.csv, and the test
-predictions (models/test_predictions.npz) that the plot stage draws.
+Writes metrics/eval.json (test IoU and Dice first, then per-image IoU and Dice,
+precision, recall, boundary F1, pixel accuracy), plots/eval/per_species.csv,
+plots/eval/per_image.csv, and the test predictions (models/test_predictions.npz) that
+the plot stage draws.
 
     python stages/evaluate.py [--params params.yaml]
 """
@@ -17,7 +18,10 @@ def body(params, paths, args):
 
     metrics = evaluate(params, paths)
     log.info(
-        "test IoU %.4f (per image %.4f), Dice %.4f", metrics["iou"], metrics["iou_per_image"], metrics["dice"]
+        "test IoU %.4f (per image %.4f), Dice %.4f",
+        metrics["test_iou"],
+        metrics["test_iou_per_image"],
+        metrics["test_dice"],
     )
 
 

@@ -1,7 +1,7 @@
 """split: index and validate the pairs, group near-duplicates, split, prepare arrays.
 
-Writes data/index.csv (one row per pair with its group and split), data/validation.json
-(every problem found), and data/prepared/<split>/{images,masks}.npy resized to
+Writes work/index.csv (one row per pair with its group and split), work/validation.json
+(every problem found), and work/prepared/<split>/{images,masks}.npy resized to
 data.image_size, which training reads without decoding images again.
 
     python stages/split.py [--params params.yaml]

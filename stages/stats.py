@@ -1,8 +1,9 @@
 """stats: normalisation statistics from the train split only, and dataset counts.
 
-Writes data/stats.json (per-channel mean/std, foreground fraction; train only, so no
-test information reaches training) and metrics/data.json (counts per split and species,
-groups, near-duplicate pairs straddling splits, skipped files).
+Writes work/stats.json (per-channel mean/std, foreground fraction; train only, so no
+test information reaches training), metrics/data.json (pairs, near-duplicate groups,
+pairs per split, pairs straddling splits, skipped files) and plots/data/species.csv
+(pairs, groups and pairs per split for each species; charted by `dvc plots show`).
 
     python stages/stats.py [--params params.yaml]
 """
@@ -16,14 +17,16 @@ def body(params, paths, args):
     import json
 
     from fishseg.dataset.arrays import load_split, read_index
-    from fishseg.dataset.stats import channel_stats, data_metrics
-    from fishseg.fsutil import atomic_write_json
+    from fishseg.dataset.stats import channel_stats, data_metrics, species_table
+    from fishseg.fsutil import atomic_write_json, atomic_write_text
 
     stats = channel_stats(load_split(paths, "train"))
     validation = json.loads(paths.validation_json.read_text()) if paths.validation_json.is_file() else {}
-    metrics = data_metrics(read_index(paths), validation)
+    index = read_index(paths)
+    metrics = data_metrics(index, validation)
     atomic_write_json(paths.stats_json, stats)
-    atomic_write_json(paths.metrics_dir / "data.json", metrics)
+    atomic_write_json(paths.metrics_dir / "data.json", metrics, sort_keys=False)
+    atomic_write_text(paths.plots_dir / "data" / "species.csv", species_table(index).to_csv(index=False))
     log.info(
         "train mean %s std %s; straddling pairs: %d", stats["mean"], stats["std"], metrics["straddling_pairs"]
     )

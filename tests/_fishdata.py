@@ -76,7 +76,7 @@ def snapshot(folder: Path) -> dict[str, bytes | None]:
 
 
 def make_good_raw(raw_dir: Path) -> dict[str, bytes | None]:
-    """A previous, good ``data/raw`` (one species, two pairs); returns its snapshot."""
+    """A previous, good ``work/raw`` (one species, two pairs); returns its snapshot."""
     fish_dataset(raw_dir, {"Trout": 2})
     (raw_dir / "marker.txt").write_text("previous run\n")
     return snapshot(raw_dir)

@@ -97,7 +97,7 @@ def blob_pairs(n: int, size: tuple[int, int], seed: int) -> tuple[np.ndarray, np
 def write_prepared(
     root: Path, size: tuple[int, int] = (32, 32), counts: dict | None = None, seed: int = 0
 ) -> Paths:
-    """A project with data/prepared, data/index.csv and data/stats.json, as split+stats write them."""
+    """A project with work/prepared, work/index.csv and work/stats.json, as split+stats write them."""
     import cv2
     import pandas as pd
 

@@ -23,11 +23,13 @@ def test_evaluate_writes_flat_metrics_tables_and_predictions(trained):
     metrics = evaluate(params, paths, progress=False)
     on_disk = json.loads((paths.metrics_dir / "eval.json").read_text())
     assert on_disk == metrics
-    for key in (*HEADLINE, "boundary_f1", "iou_train_size", "dice_train_size"):
-        assert isinstance(metrics[key], float) and 0.0 <= metrics[key] <= 1.0, key
+    for key in (*HEADLINE, "boundary_f1", "pixel_accuracy", "iou_train_size", "dice_train_size"):
+        assert isinstance(metrics[f"test_{key}"], float) and 0.0 <= metrics[f"test_{key}"] <= 1.0, key
     assert all(not isinstance(v, dict | list) for v in metrics.values())  # flat: one column each
+    # The file's order is the column order of `dvc exp show`: test IoU and Dice open it.
+    assert list(json.loads((paths.metrics_dir / "eval.json").read_text()))[:2] == ["test_iou", "test_dice"]
     per_image = pd.read_csv(paths.plots_dir / "eval" / "per_image.csv")
-    assert len(per_image) == metrics["n_images"] == 6
+    assert len(per_image) == metrics["test_images"] == 6
     per_species = pd.read_csv(paths.plots_dir / "eval" / "per_species.csv")
     assert set(per_species["species"]) == {"Trout", "Shrimp"} and per_species["n_images"].sum() == 6
     worst = pd.read_csv(paths.plots_dir / "eval" / "worst_images.csv")

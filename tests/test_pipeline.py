@@ -81,9 +81,9 @@ def test_repro_runs_every_stage_and_writes_outputs(project):
     assert _stages_run(out) == ["download", "split", "stats", "train", "evaluate", "plot"]
     metrics = json.loads((project / "metrics" / "eval.json").read_text())
     for key in ("iou", "iou_per_image", "dice", "precision", "recall", "pixel_accuracy"):
-        assert 0.0 <= metrics[key] <= 1.0, key
+        assert 0.0 <= metrics[f"test_{key}"] <= 1.0, key
     data = json.loads((project / "metrics" / "data.json").read_text())
-    assert data["n_images"] == 9 * 2 * 3 and data["straddling_pairs"] == 0
+    assert data["pairs"] == 9 * 2 * 3 and data["straddling_pairs"] == 0
     assert {p.name for p in (project / "plots" / "png").iterdir()} >= {
         "curves.png",
         "predictions_worst.png",
@@ -124,7 +124,7 @@ def test_experiment_with_scientific_lr_and_comparison(project):
     assert 1e-4 in lrs and all(isinstance(v, float) for v in lrs if v is not None)
 
     diff = json.loads(_dvc("metrics", "diff", "HEAD", "--json", cwd=project).stdout)
-    assert "metrics/eval.json" in diff and "iou" in diff["metrics/eval.json"]
+    assert "metrics/eval.json" in diff and "test_iou" in diff["metrics/eval.json"]
 
 
 def test_runs_are_in_the_project_store_with_lineage_tags(project):
@@ -178,7 +178,7 @@ def test_local_archive_source_through_dvc(project, tmp_path):
     try:
         out = _dvc("repro", "split", cwd=project).stdout
         assert _stages_run(out) == ["download", "split"]
-        index = (project / "data" / "index.csv").read_text()
+        index = (project / "work" / "index.csv").read_text()
         assert index.count("\n") == 1 + 8 and "Trout/" in index and "Shrimp/" in index
     finally:
         _run(["git", "checkout", "params.yaml"], cwd=project)

@@ -215,8 +215,8 @@ def _index(n: int = 60) -> pd.DataFrame:
         {
             "id": [f"{i:05d}" for i in range(n)],
             "species": species,
-            "image": [f"data/raw/{s}/{i:05d}.png" for i, s in enumerate(species)],
-            "mask": [f"data/raw/{s} GT/{i:05d}.png" for i, s in enumerate(species)],
+            "image": [f"work/raw/{s}/{i:05d}.png" for i, s in enumerate(species)],
+            "mask": [f"work/raw/{s} GT/{i:05d}.png" for i, s in enumerate(species)],
             "width": 590,
             "height": 445,
             "fg_frac": rng.uniform(0.02, 0.3, size=n),

@@ -20,6 +20,8 @@ from configobj import ConfigObj
 from fishseg.report import plots_page
 from fishseg.report.plots_page import BUNDLES, Bundle, NpmMissingError, PlotsPageError, install, problems, sri
 
+from ._browser import chromium
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SCRIPT_SRC = re.compile(r"<script[^>]*\bsrc\s*=\s*[\"']([^\"']+)[\"']", re.IGNORECASE)
@@ -29,11 +31,30 @@ SPEC = re.compile(r"var spec = (\{.*?\});\s*vegaEmbed\(", re.DOTALL)
 # -- template and config --------------------------------------------------------------
 
 
-def test_config_points_at_the_installed_template():
-    # DVC resolves a relative plots.html_template against the .dvc folder.
+def test_committed_config_leaves_the_template_to_each_machine():
+    # A clone without set-up must get DVC's own page, not an error about a missing template.
     cfg = ConfigObj(str(REPO / ".dvc" / "config"))
-    template = (REPO / ".dvc" / cfg["plots"]["html_template"]).resolve()
-    assert template == plots_page.ASSETS_DIR / plots_page.TEMPLATE_NAME
+    assert "html_template" not in cfg.get("plots", {})
+
+
+def test_configure_sets_and_removes_the_template_keeping_other_settings(tmp_path):
+    config = tmp_path / "project" / ".dvc" / "config.local"
+    config.parent.mkdir(parents=True)
+    config.write_text("# my settings\n['remote \"storage\"']\n    url = /mnt/shared/fish\n")
+    template = tmp_path / "project" / ".dvc-plots-assets" / "plots.html"
+
+    plots_page.configure(template, config)
+    cfg = ConfigObj(str(config))
+    # Relative to the .dvc folder, as DVC resolves it: a moved checkout keeps pointing at its own.
+    assert cfg["plots"]["html_template"] == "../.dvc-plots-assets/plots.html"
+    assert cfg['remote "storage"']["url"] == "/mnt/shared/fish"
+    assert config.read_text().startswith("# my settings")
+
+    plots_page.configure(None, config)
+    cfg = ConfigObj(str(config))
+    assert "plots" not in cfg and cfg['remote "storage"']["url"] == "/mnt/shared/fish"
+    plots_page.configure(None, tmp_path / "absent" / "config.local")  # nothing to remove: no file made
+    assert not (tmp_path / "absent").exists()
 
 
 def test_template_has_dvc_placeholders_and_local_scripts_only(tmp_path):
@@ -129,9 +150,14 @@ def test_install_without_npm_says_so(tmp_path, monkeypatch, caplog):
     with pytest.raises(NpmMissingError, match="npm not found"):
         install(tmp_path / "assets")
     # From `make setup` it is a warning, not a failed set-up: the pipeline does not need the page.
-    assert plots_page.main(["install", "--dest", str(tmp_path / "assets")]) == 0
-    assert "npm not found" in caplog.text
-    assert plots_page.main(["check", "--dest", str(tmp_path / "assets")]) == 1
+    # A template set before (bundles since removed) is unset: DVC's own page, not an error.
+    config = tmp_path / "config.local"
+    plots_page.configure(tmp_path / "assets" / "plots.html", config)
+    args = ["--dest", str(tmp_path / "assets"), "--config", str(config)]
+    assert plots_page.main(["install", *args]) == 0
+    assert "npm not found" in caplog.text and "DVC's own page" in caplog.text
+    assert "plots" not in ConfigObj(str(config))
+    assert plots_page.main(["check", *args]) == 1
 
 
 # -- the real thing: `dvc plots show` and `dvc plots diff` on a scratch repo --------------
@@ -166,6 +192,10 @@ def _write_outputs(root: Path, shift: float) -> None:
     (root / "plots/eval/per_species.csv").write_text(
         f"species,n_images,iou,dice\nShrimp,3,{0.55 - shift:.3f},0.71\nTrout,3,0.86,0.92\n"
     )
+    (root / "plots/data").mkdir(parents=True, exist_ok=True)
+    (root / "plots/data/species.csv").write_text(
+        "species,pairs,groups,train,val,test\nShrimp,12,3,8,2,2\nTrout,16,4,12,2,2\n"
+    )
     (root / "plots/eval/per_image.csv").write_text(
         "id,species,iou,dice,precision,recall\na,Shrimp,0.5,0.66,0.6,0.7\nb,Trout,0.9,0.94,0.9,0.95\n"
     )
@@ -189,12 +219,13 @@ def scratch(tmp_path: Path) -> Path:
     _run([str(BIN / "dvc"), "init", "-q"], root)
     shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
     shutil.copy(REPO / ".dvc" / "config", root / ".dvc" / "config")
-    # Reuse the installed bundles: install() finds them valid and only writes the template.
+    # Reuse the installed bundles: install() finds them valid and only writes the template,
+    # then the template is set for this checkout, as `make setup` does.
     assets = root / plots_page.ASSETS_DIR.name
     assets.mkdir()
     for name in [b.filename for b in BUNDLES] + [plots_page.MANIFEST_NAME]:
         shutil.copy(plots_page.ASSETS_DIR / name, assets / name)
-    install(assets, npm="/nonexistent/npm")
+    plots_page.configure(install(assets, npm="/nonexistent/npm"), root / ".dvc" / "config.local")
     (root / ".gitignore").write_text(f"/{assets.name}/\n/dvc_plots/\n")
     _write_outputs(root, shift=0.1)
     _run(["git", "add", "-A"], root)
@@ -242,7 +273,38 @@ def test_dvc_plots_show_page_loads_local_scripts(scratch):
         ("fish", "background"),
         ("background", "background"),
     }
+    species = specs["Pairs per species"]
+    assert {(r["species"], int(r["pairs"])) for r in species["data"]["values"]} == {
+        ("Shrimp", 12),
+        ("Trout", 16),
+    }
     assert "samples.png" in (out / "index.html").read_text(encoding="utf-8")
+
+
+def test_a_clone_without_setup_gets_dvcs_own_page(scratch, tmp_path):
+    clone = tmp_path / "clone"
+    _run(["git", "clone", "-q", str(scratch), str(clone)], tmp_path)
+    assert not (clone / ".dvc" / "config.local").exists()  # machine settings are not cloned
+    _run([str(BIN / "dvc"), "plots", "show"], clone)
+    html = (clone / "dvc_plots" / "index.html").read_text(encoding="utf-8")
+    srcs = SCRIPT_SRC.findall(html)
+    assert len(srcs) == 3 and all(src.startswith("https://") for src in srcs), srcs  # DVC's CDN page
+    assert {s["title"]["text"] for s in [json.loads(x) for x in SPEC.findall(html)]} >= {"IoU", "Loss"}
+
+
+def _page_without_bundles(scratch: Path) -> Path:
+    """The page of a checkout whose bundles are gone (cleaned, or the checkout moved)."""
+    assets = scratch / plots_page.ASSETS_DIR.name
+    for b in BUNDLES:
+        (assets / b.filename).unlink()
+    _run([str(BIN / "dvc"), "plots", "show"], scratch)
+    return scratch / "dvc_plots" / "index.html"
+
+
+def test_page_without_its_bundles_says_to_run_make_setup(scratch):
+    html = _page_without_bundles(scratch).read_text(encoding="utf-8")
+    assert "run `make setup` in the project" in html
+    assert not re.search(r"src\s*=\s*[\"']https?://", html, re.IGNORECASE)  # no silent CDN fallback
 
 
 def test_dvc_plots_diff_page_shows_both_revisions(scratch):
@@ -252,42 +314,26 @@ def test_dvc_plots_diff_page_shows_both_revisions(scratch):
     assert {row["rev"] for row in specs["IoU"]["data"]["values"]} == {"HEAD", "workspace"}
 
 
-# -- optional: what a person sees (needs Debian's chromium; not installed by set-up) -------
+# -- what a person sees: headless Chromium (installed by `make setup` where apt-get is usable) --
 
 
 @pytest.mark.slow
 def test_page_draws_charts_in_headless_chromium_offline(scratch, tmp_path):
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("chromium not installed (apt-get install chromium)")
     from PIL import Image
 
     _run([str(BIN / "dvc"), "plots", "show"], scratch)
     shot = tmp_path / "plots.png"
-    cmd = [
-        chromium,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        f"--screenshot={shot}",
-        "--window-size=1400,2000",
-        "--virtual-time-budget=10000",
-        (scratch / "dvc_plots" / "index.html").as_uri(),
-    ]
-    # No network at all where a network namespace can be made (root): the page must not need one.
-    if (
-        shutil.which("unshare")
-        and subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0
-    ):
-        cmd = ["unshare", "-n", *cmd]
-    subprocess.run(cmd, capture_output=True, timeout=120, check=True)
+    page = (scratch / "dvc_plots" / "index.html").as_uri()
+    chromium(page, tmp_path / "profile", f"--screenshot={shot}", "--window-size=1400,2000", offline=True)
     pixels = np.asarray(Image.open(shot).convert("RGB"), dtype=int)
 
     # DVC's first series colour (#945dd6): only a drawn vega chart has it.
     purple = int((np.abs(pixels - (0x94, 0x5D, 0xD6)).sum(axis=-1) < 60).sum())
     assert purple > 2000, f"only {purple} chart-coloured pixels: charts not drawn"
+
+
+@pytest.mark.slow
+def test_page_without_bundles_shows_the_make_setup_message_in_chromium(scratch, tmp_path):
+    page = _page_without_bundles(scratch).as_uri()
+    dom = chromium(page, tmp_path / "profile", "--dump-dom", offline=True)
+    assert "The vega bundles did not load from" in dom and "run `make setup` in the project" in dom

@@ -149,7 +149,7 @@ def test_run_metrics_and_artifacts_over_rest(server, project):
     train_json = json.loads((project.metrics_dir / "train.json").read_text())
     eval_json = json.loads((project.metrics_dir / "eval.json").read_text())
     assert metrics["best_val_iou"] == pytest.approx(train_json["best_val_iou"])
-    assert metrics["test_iou"] == pytest.approx(eval_json["iou"])
+    assert metrics["test_iou"] == pytest.approx(eval_json["test_iou"])
     params = {p["key"]: p["value"] for p in run["data"]["params"]}
     assert params["train.epochs"] == "2" and params["mlflow.register_model"] == MODEL_NAME
     history = _api(server, "GET", "metrics/get-history", params={"run_id": run_id, "metric_key": "val_iou"})
@@ -173,7 +173,7 @@ def test_logged_model_is_registered_and_loads_from_the_server(server, project, m
     eval_json = json.loads((project.metrics_dir / "eval.json").read_text())
     assert version["version"] == "1" and version["run_id"] == run_id
     assert float({t["key"]: t["value"] for t in version["tags"]}["test_iou"]) == pytest.approx(
-        eval_json["iou"]
+        eval_json["test_iou"]
     )
 
     experiment_id = _api(server, "GET", "runs/get", params={"run_id": run_id})["run"]["info"]["experiment_id"]

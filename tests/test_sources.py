@@ -41,7 +41,7 @@ def raw(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def good_raw(raw: Path) -> tuple[Path, dict]:
-    """A previous good data/raw that every failing fetch must leave as it was."""
+    """A previous good work/raw that every failing fetch must leave as it was."""
     return raw, make_good_raw(raw)
 
 
@@ -54,7 +54,7 @@ def names(folder: Path) -> list[str]:
 
 
 def assert_fails(source: Path | str, good_raw: tuple[Path, dict], *needles: str, **params) -> str:
-    """fetch raises a FishsegError naming ``needles``; data/raw and its folder are untouched."""
+    """fetch raises a FishsegError naming ``needles``; work/raw and its folder are untouched."""
     raw, before = good_raw
     with pytest.raises(FishsegError) as info:
         run(source, raw, **params)

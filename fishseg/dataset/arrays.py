@@ -1,8 +1,8 @@
 """The prepared-data format shared by the split stage (writer) and everything after it.
 
-``data/prepared/<split>/`` holds ``images.npy`` (N,H,W,3 uint8 RGB), ``masks.npy``
+``work/prepared/<split>/`` holds ``images.npy`` (N,H,W,3 uint8 RGB), ``masks.npy``
 (N,H,W uint8 in {0,1}) and ``ids.json`` (the index ids, in array order);
-``data/index.csv`` has one row per pair with its species, group and split.
+``work/index.csv`` has one row per pair with its species, group and split.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ class PreparedSplit:
 
 
 def load_split(paths: Paths, split: str, mmap: bool = True) -> PreparedSplit:
-    """Open ``data/prepared/<split>``; memory-mapped so workers share pages, not copies."""
+    """Open ``work/prepared/<split>``; memory-mapped so workers share pages, not copies."""
     folder = paths.prepared_split(split)
     mode = "r" if mmap else None
     try:
@@ -54,7 +54,7 @@ def save_split(folder: Path, images: np.ndarray, masks: np.ndarray, ids: list[st
 
 
 def read_index(paths: Paths) -> pd.DataFrame:
-    """Load ``data/index.csv`` written by :func:`prepare`."""
+    """Load ``work/index.csv`` written by :func:`prepare`."""
     try:
         return pd.read_csv(paths.index_csv)
     except FileNotFoundError:

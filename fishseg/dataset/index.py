@@ -1,4 +1,4 @@
-"""Index the image/mask pairs of ``data/raw`` and check them.
+"""Index the image/mask pairs of ``work/raw`` and check them.
 
 The index is one row per pair (``id, species, image, mask, width, height, fg_frac``);
 the split stage adds ``group`` and ``split``. Every pair is checked and *all* problems

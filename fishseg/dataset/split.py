@@ -30,12 +30,12 @@ MAX_LISTED_PROBLEMS = 30
 def _problem_report(problems: list[Problem]) -> str:
     lines = [f"  - {p}" for p in problems[:MAX_LISTED_PROBLEMS]]
     if len(problems) > MAX_LISTED_PROBLEMS:
-        lines.append(f"  ... and {len(problems) - MAX_LISTED_PROBLEMS} more (see data/validation.json)")
+        lines.append(f"  ... and {len(problems) - MAX_LISTED_PROBLEMS} more (see work/validation.json)")
     return "\n".join(lines)
 
 
 def prepare(data: DataParams, split: SplitParams, paths: Paths, progress: bool = True) -> pd.DataFrame:
-    """Build ``data/index.csv``, ``data/validation.json`` and ``data/prepared``; return the index."""
+    """Build ``work/index.csv``, ``work/validation.json`` and ``work/prepared``; return the index."""
     scan = scan_pairs(paths.raw_dir)
     problems = list(scan.problems)
     height, width = data.image_size

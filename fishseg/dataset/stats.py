@@ -41,22 +41,33 @@ def channel_stats(split: PreparedSplit) -> dict[str, Any]:
     }
 
 
-def data_metrics(index: pd.DataFrame, validation: dict[str, Any]) -> dict[str, Any]:
-    """Counts per split and species, groups, leaks and skipped files: ``metrics/data.json``."""
+def data_metrics(index: pd.DataFrame, validation: dict[str, Any]) -> dict[str, int]:
+    """A handful of scalars for ``metrics/data.json`` (one ``dvc exp show`` column each):
+    pairs, near-duplicate groups, pairs per split, pairs straddling splits, skipped files.
+    Counts per species go to :func:`species_table` (a plots table), not into metrics."""
     per_split = index["split"].value_counts().to_dict()
-    per_species = index.groupby(["species", "split"]).size().unstack(fill_value=0).to_dict(orient="index")
-    groups = index.groupby("species")["group"].nunique().to_dict()
+    skipped = len(validation.get("problems", [])) if validation.get("on_invalid") == "skip" else 0
     return {
-        "n_images": len(index),
-        "n_groups": int(index["group"].nunique()),
-        "split": {s: int(per_split.get(s, 0)) for s in ("train", "val", "test")},
-        "species": {sp: {k: int(v) for k, v in counts.items()} for sp, counts in per_species.items()},
-        "groups_per_species": {k: int(v) for k, v in groups.items()},
+        "pairs": len(index),
+        "groups": int(index["group"].nunique()),
+        **{f"{s}_pairs": int(per_split.get(s, 0)) for s in ("train", "val", "test")},
         "straddling_pairs": int(straddling_pairs(index["group"].tolist(), index["split"].tolist())),
-        "skipped_files": len(validation.get("problems", [])) if validation.get("on_invalid") == "skip" else 0,
+        "skipped_files": skipped,
     }
 
 
+SPECIES_COLUMNS = ["species", "pairs", "groups", "train", "val", "test"]
+
+
+def species_table(index: pd.DataFrame) -> pd.DataFrame:
+    """Pairs and groups per species, and pairs per split: ``plots/data/species.csv``."""
+    per_split = pd.crosstab(index["species"], index["split"]).reindex(columns=["train", "val", "test"])
+    table = per_split.fillna(0).astype(int)
+    table.insert(0, "groups", index.groupby("species")["group"].nunique())
+    table.insert(0, "pairs", index.groupby("species").size())
+    return table.reset_index()[SPECIES_COLUMNS]
+
+
 def load_stats(path) -> dict[str, Any]:
-    """Read ``data/stats.json``."""
+    """Read ``work/stats.json``."""
     return json.loads(open(path).read())

@@ -3,10 +3,11 @@
 Predictions are made at the training size and resized back to each image's original
 size: the headline numbers (dataset "micro" IoU, mean per-image IoU, Dice, precision,
 recall, pixel accuracy, boundary F1) are at full resolution, with IoU and Dice at the
-training size beside them. ``metrics/eval.json`` stays flat, so ``dvc exp show`` and
-``dvc metrics diff`` show each number as a column; per-species, per-image, confusion and
-worst-image tables go to ``plots/eval/``; the test probabilities to a compressed file
-the plot stage draws from.
+training size beside them. ``metrics/eval.json`` stays flat and ordered, test IoU and
+Dice first, so ``dvc exp show`` and ``dvc metrics diff`` open with them; its names are
+those of the MLflow metrics. Per-species, per-image, confusion and worst-image tables
+go to ``plots/eval/``; the test probabilities to a compressed file the plot stage
+draws from.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from fishseg.paths import Paths
 
 log = logging.getLogger(__name__)
 
-HEADLINE = ("iou", "iou_per_image", "dice", "dice_per_image", "precision", "recall", "pixel_accuracy")
+# Full-resolution scores in the order of metrics/eval.json (and of `dvc exp show`'s columns).
+HEADLINE = ("iou", "dice", "iou_per_image", "dice_per_image", "precision", "recall")
 
 
 def per_image_table(ids: list[str], species: list[str], counts: np.ndarray) -> pd.DataFrame:
@@ -198,18 +200,19 @@ def evaluate(params: Params, paths: Paths, *, progress: bool = True) -> dict[str
         paths, index["mask"].tolist(), probs, ep.threshold, ep.boundary_tolerance, progress
     )
     summary = summarize(full)
-    metrics = {k: round(summary[k], 6) for k in HEADLINE}
-    metrics["boundary_f1"] = round(float(bf1.mean()), 6)
     small_summary = summarize(small)
-    metrics["iou_train_size"] = round(small_summary["iou"], 6)
-    metrics["dice_train_size"] = round(small_summary["dice"], 6)
-    metrics["n_images"] = len(test)
+    metrics = {f"test_{k}": round(summary[k], 6) for k in HEADLINE}
+    metrics["test_boundary_f1"] = round(float(bf1.mean()), 6)
+    metrics["test_pixel_accuracy"] = round(summary["pixel_accuracy"], 6)
+    metrics["test_iou_train_size"] = round(small_summary["iou"], 6)
+    metrics["test_dice_train_size"] = round(small_summary["dice"], 6)
+    metrics["test_images"] = len(test)
 
     per_image = per_image_table(test.ids, species, full)
     per_image["boundary_f1"] = bf1.round(6)
     per_species = per_species_table(species, full)
     eval_dir = paths.plots_dir / "eval"
-    atomic_write_json(paths.metrics_dir / "eval.json", metrics)
+    atomic_write_json(paths.metrics_dir / "eval.json", metrics, sort_keys=False)
     atomic_write_text(eval_dir / "per_image.csv", per_image.to_csv(index=False))
     atomic_write_text(eval_dir / "per_species.csv", per_species.to_csv(index=False))
     atomic_write_text(eval_dir / "confusion.csv", confusion_rows(full).to_csv(index=False))
@@ -222,7 +225,7 @@ def evaluate(params: Params, paths: Paths, *, progress: bool = True) -> dict[str
         from fishseg.tracking.registry import maybe_register
 
         run_id = json.loads(paths.run_json.read_text())["run_id"] if paths.run_json.is_file() else None
-        maybe_register(params, run_id, metrics["iou"], root=paths.root)
+        maybe_register(params, run_id, metrics["test_iou"], root=paths.root)
     return metrics
 
 
@@ -242,7 +245,7 @@ def _log_to_mlflow(params: Params, paths: Paths, metrics: dict[str, Any], per_sp
     run_id = json.loads(paths.run_json.read_text())["run_id"] if paths.run_json.is_file() else None
     experiment_id = tracking.setup(params.mlflow, paths.root)
     with tracking.reopen_run(run_id, experiment_id, paths.root):
-        mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items() if k != "n_images"})
+        mlflow.log_metrics({k: v for k, v in metrics.items() if k != "test_images"})
         mlflow.log_metrics(
             {f"test_iou.{r.species.replace(' ', '_')}": r.iou for r in per_species.itertuples()}
         )

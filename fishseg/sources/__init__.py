@@ -1,1 +1,1 @@
-"""The download stage: bring the dataset from any source into data/raw, in the archive's layout."""
+"""The download stage: bring the dataset from any source into work/raw, in the archive's layout."""

@@ -1,7 +1,7 @@
-"""Bring the dataset from ``data.source`` into ``data/raw``, in one canonical layout.
+"""Bring the dataset from ``data.source`` into ``work/raw``, in one canonical layout.
 
 Sources: ``synthetic`` (the built-in generator), ``kaggle`` (the Kaggle API), or a path
-to a ``.zip``/``.tar(.gz)`` archive or a folder. Whatever comes in, ``data/raw`` ends up
+to a ``.zip``/``.tar(.gz)`` archive or a folder. Whatever comes in, ``work/raw`` ends up
 as the Kaggle archive's layout (:mod:`fishseg.sources.layout`)::
 
     Fish_Dataset/Fish_Dataset/<Species>/<Species>/<name>.png        images
@@ -16,13 +16,13 @@ Accepted input layouts, found anywhere inside the source (one dataset per source
 
 Image types: png, jpg, jpeg, bmp, tif, tiff (any case). PNG files are copied byte for
 byte; other types are converted to PNG (lossless, pixels as stored: no EXIF rotation),
-so ``data/raw`` holds one ``<stem>.png`` per image and per mask, a mask named as its
+so ``work/raw`` holds one ``<stem>.png`` per image and per mask, a mask named as its
 image. A file that cannot be decoded for conversion is kept as it is, with a warning,
 for the split stage to report. ``NA_Fish_Dataset`` (photos without masks), hidden files
 and ``__MACOSX`` are ignored. Pixel content is not checked here: the split stage does.
 
-``data/raw`` is replaced only when everything succeeded: the work happens in a temp
-folder beside it, renamed into place at the end; on any error the previous ``data/raw``
+``work/raw`` is replaced only when everything succeeded: the work happens in a temp
+folder beside it, renamed into place at the end; on any error the previous ``work/raw``
 stays as it was and the temp folder is removed.
 """
 
@@ -71,7 +71,7 @@ class Found:
         if stem in table:
             raise FishsegError(
                 f"{label}: two {kind}s named {stem!r} for species {species!r}: {table[stem]} and {rel}; "
-                "keep one of them (data/raw holds one <name>.png per image and per mask)"
+                "keep one of them (work/raw holds one <name>.png per image and per mask)"
             )
         table[stem] = rel
 

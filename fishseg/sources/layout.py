@@ -1,4 +1,4 @@
-"""The Kaggle archive's layout: the canonical form of ``data/raw``.
+"""The Kaggle archive's layout: the canonical form of ``work/raw``.
 
 ``Fish_Dataset/Fish_Dataset/<Species>/<Species>/NNNNN.png`` holds the images and
 ``.../<Species>/<Species> GT/NNNNN.png`` the masks, under the archive's own spellings.

@@ -521,17 +521,18 @@ def train(params: Params, paths: Paths, *, progress: bool = True) -> dict[str, A
         import mlflow
 
         best = next(r for r in prog.history if r["epoch"] == prog.best_epoch)
+        # In this order in metrics/train.json: the columns of `dvc exp show` after the test scores.
         result = {
-            "best_epoch": prog.best_epoch,
-            "epochs_run": len(prog.history),
             "best_val_iou": best["val_iou"],
             "best_val_dice": best["val_dice"],
             "best_val_loss": best["val_loss"],
-            "final_train_loss": prog.history[-1]["train_loss"],
+            "best_epoch": prog.best_epoch,
+            "epochs_run": len(prog.history),
             "final_train_iou": prog.history[-1]["train_iou"],
+            "final_train_loss": prog.history[-1]["train_loss"],
         }
         paths.metrics_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(paths.metrics_dir / "train.json", result)
+        atomic_write_json(paths.metrics_dir / "train.json", result, sort_keys=False)
         _write_history(paths.plots_dir / "train" / "history.csv", prog.history)
         mlflow.log_metrics({"best_val_iou": result["best_val_iou"], "best_epoch": result["best_epoch"]})
         mlflow.log_metric("train_seconds", round(time.perf_counter() - started, 1))
