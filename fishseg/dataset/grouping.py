@@ -50,6 +50,8 @@ import scipy.fft
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from fishseg.progress import progress_bar
+
 log = logging.getLogger(__name__)
 
 # Multiplies the data-derived cut: below 1 stricter groups, above 1 looser.
@@ -95,12 +97,14 @@ def group_ids(
     *,
     threshold: float = DEFAULT_THRESHOLD,
     max_group_fraction: float = MAX_GROUP_FRACTION,
+    progress: bool = False,
 ) -> np.ndarray:
     """Group near-duplicate images (copies of one photo); never across species.
 
     ``images`` (N,H,W,3) uint8 RGB, ``masks`` (N,H,W) uint8 in {0,1}, all one size.
     Returns int64 group ids 0..G-1, numbered in order of first appearance.
     ``threshold`` multiplies the cut found in the data (1: as found, lower: stricter).
+    ``progress`` draws a bar over the species (on a terminal only).
     """
     images = np.asarray(images)
     masks = np.asarray(masks)
@@ -115,7 +119,7 @@ def group_ids(
     if n == 0:
         return np.zeros(0, np.int64)
 
-    first, second, scores = candidate_scores(images, masks, species_arr)
+    first, second, scores = candidate_scores(images, masks, species_arr, progress=progress)
     cut = threshold * copy_cut(scores)
     log.info("near-duplicate cut %.2e over %d candidate pairs", cut, len(scores))
     labels = _components(n, first, second, scores < cut)
@@ -127,7 +131,7 @@ def group_ids(
 
 
 def candidate_scores(
-    images: np.ndarray, masks: np.ndarray, species: np.ndarray
+    images: np.ndarray, masks: np.ndarray, species: np.ndarray, *, progress: bool = False
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Candidate pairs within each species and their registration scores.
 
@@ -136,7 +140,7 @@ def candidate_scores(
     registration overlapped enough). One species at a time keeps memory bounded.
     """
     firsts, seconds, scores = [], [], []
-    for name in np.unique(species):
+    for name in progress_bar(np.unique(species), desc="group", unit="species", enabled=progress):
         idx = np.flatnonzero(species == name)
         if len(idx) >= 2:
             i, j, score = _species_scores(images[idx], masks[idx])

@@ -10,7 +10,6 @@ import logging
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from fishseg.dataset.arrays import save_split
 from fishseg.dataset.grouping import group_ids
@@ -20,6 +19,7 @@ from fishseg.errors import FishsegError
 from fishseg.fsutil import atomic_dir, atomic_write_json, atomic_write_text
 from fishseg.params import DataParams, SplitParams
 from fishseg.paths import SPLITS, Paths
+from fishseg.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def prepare(data: DataParams, split: SplitParams, paths: Paths, progress: bool =
         )
         all_masks = np.lib.format.open_memmap(tmp / "_masks.npy", "w+", np.uint8, (max(n, 1), height, width))
         decoded = decode_pairs(scan.pairs, data.image_size, problems)
-        for item in tqdm(decoded, total=n, desc="decode+resize", unit="pair", disable=not progress):
+        for item in progress_bar(decoded, total=n, desc="validate+decode", unit="pair", enabled=progress):
             k = len(rows)
             all_images[k] = item.image
             all_masks[k] = item.mask
@@ -95,7 +95,9 @@ def prepare(data: DataParams, split: SplitParams, paths: Paths, progress: bool =
             )
         count = len(index)
         images, masks = all_images[:count], all_masks[:count]
-        index["group"] = group_ids(images, masks, index["species"].tolist(), threshold=split.group_threshold)
+        index["group"] = group_ids(
+            images, masks, index["species"].tolist(), threshold=split.group_threshold, progress=progress
+        )
         index["split"] = assign_splits(
             index["species"],
             index["group"],

@@ -20,7 +20,6 @@ import cv2
 import numpy as np
 import pandas as pd
 import torch
-from tqdm import tqdm
 
 from fishseg.dataset.arrays import PreparedSplit, load_split, read_index
 from fishseg.dataset.index import read_mask
@@ -33,6 +32,7 @@ from fishseg.model.io import load_model
 from fishseg.model.normalize import Normalizer
 from fishseg.params import Params
 from fishseg.paths import Paths
+from fishseg.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,9 @@ def predict_probs(
     """Fish probabilities (N,H,W) at the training size; with ``tta``, averaged over flips."""
     model.eval()
     out = np.empty(split.masks.shape, dtype=np.float32)
-    for start in tqdm(range(0, len(split), batch_size), desc="predict", unit="batch", disable=not progress):
+    for start in progress_bar(
+        range(0, len(split), batch_size), desc="predict", unit="batch", enabled=progress
+    ):
         images = torch.from_numpy(
             np.asarray(split.images[start : start + batch_size]).transpose(0, 3, 1, 2).copy()
         )
@@ -141,7 +143,7 @@ def full_resolution_scores(
     """Counts and boundary F1 per image, with predictions resized back to each original mask."""
     counts = np.zeros((len(mask_files), 4), dtype=np.int64)
     bf1 = np.zeros(len(mask_files))
-    for i, rel in enumerate(tqdm(mask_files, desc="full-res", unit="img", disable=not progress)):
+    for i, rel in enumerate(progress_bar(mask_files, desc="full-res", unit="img", enabled=progress)):
         try:
             truth, _ = read_mask(paths.root / rel)
         except (OSError, ValueError) as exc:

@@ -13,6 +13,7 @@ from fishseg.dataset.arrays import load_split, read_index
 from fishseg.errors import FishsegError
 from fishseg.params import Params
 from fishseg.paths import Paths
+from fishseg.progress import progress_bar
 from fishseg.report import charts as plots
 
 log = logging.getLogger(__name__)
@@ -35,13 +36,20 @@ def load_predictions(paths: Paths) -> dict[str, np.ndarray]:
         ) from None
 
 
-def make_figures(params: Params, paths: Paths) -> list[Path]:
+FIGURES = 8  # curves, species bars, confusion, three prediction grids, dataset overview, samples
+
+
+def make_figures(params: Params, paths: Paths, *, progress: bool = True) -> list[Path]:
     """Write every PNG into ``plots/png/`` and return their paths."""
     out = paths.plots_dir / "png"
     dpi, pp = params.plot.dpi, params.plot
     written: list[Path] = []
+    bar = progress_bar(total=FIGURES, desc="plot", unit="figure", enabled=progress)
 
     def target(name: str) -> Path:
+        if written:  # the previous figure is drawn
+            bar.update(1)
+        bar.set_postfix_str(name)
         written.append(out / name)
         return out / name
 
@@ -85,6 +93,8 @@ def make_figures(params: Params, paths: Paths) -> list[Path]:
         target("samples.png"),
         dpi,
     )
+    bar.update(1)
+    bar.close()
     _log_to_mlflow(params, paths, written)
     return written
 

@@ -30,7 +30,6 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from fishseg.cli import offline_env, setup_logging
@@ -39,6 +38,7 @@ from fishseg.device import select_device
 from fishseg.errors import FishsegError
 from fishseg.fsutil import atomic_write_bytes, atomic_write_text
 from fishseg.model.inference import load_inference_model, predict_image
+from fishseg.progress import progress_bar
 from fishseg.sources.layout import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
@@ -192,11 +192,11 @@ def predict_files(
     masks_dir, overlays_dir = out_dir / "masks", out_dir / "overlays"
     rows = []
     with logging_redirect_tqdm():
-        for path, stem in tqdm(
+        for path, stem in progress_bar(
             list(zip(inputs, output_stems(inputs), strict=True)),
             desc="predict",
             unit="image",
-            disable=not progress,
+            enabled=progress,
         ):
             row: dict = {"input": str(path), "mask": "", "overlay": "", "width": 0, "height": 0}
             try:

@@ -27,9 +27,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import BinaryIO
 
-from tqdm import tqdm
-
 from fishseg.errors import FishsegError
+from fishseg.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +206,7 @@ class ZipTree(SourceTree):
         wanted = sorted(plan, key=lambda rel: self._members[rel].header_offset)
         try:
             with zipfile.ZipFile(self.path) as zf:
-                for rel in tqdm(wanted, desc="extract", unit="file", disable=not progress):
+                for rel in progress_bar(wanted, desc="extract", unit="file", enabled=progress):
                     info = self._members[rel]
                     try:
                         with zf.open(info) as src:
@@ -281,7 +280,7 @@ class TarTree(SourceTree):
     def copy_out(self, plan: Mapping[str, Path], *, progress: bool = True) -> None:
         capped = _Capped(self.path, self.max_bytes)
         with (
-            tqdm(total=len(plan), desc="extract", unit="file", disable=not progress) as bar,
+            progress_bar(total=len(plan), desc="extract", unit="file", enabled=progress) as bar,
             tarfile.open(self.path, mode="r:*") as tf,
         ):
             for member in tf:
@@ -325,7 +324,7 @@ class FolderTree(SourceTree):
         return found
 
     def copy_out(self, plan: Mapping[str, Path], *, progress: bool = True) -> None:
-        for rel, dest in tqdm(plan.items(), desc="copy", unit="file", disable=not progress):
+        for rel, dest in progress_bar(plan.items(), desc="copy", unit="file", enabled=progress):
             try:
                 shutil.copyfile(self.path / rel, dest)
             except OSError as exc:

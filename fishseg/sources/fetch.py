@@ -34,11 +34,10 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from tqdm import tqdm
-
 from fishseg.errors import FishsegError
 from fishseg.fsutil import atomic_dir
 from fishseg.params import DataParams
+from fishseg.progress import progress_bar
 from fishseg.sources.archive import SourceTree, open_tree
 from fishseg.sources.layout import DATASET_DIR, IMAGE_SUFFIXES, MASK_SUFFIX, image_dir, mask_dir
 
@@ -195,7 +194,7 @@ def _convert(conversions: list[tuple[Path, Path]], *, progress: bool) -> list[st
     import cv2  # heavy import, only needed for non-PNG input
 
     kept: list[str] = []
-    for staged, final in tqdm(conversions, desc="to PNG", unit="file", disable=not progress):
+    for staged, final in progress_bar(conversions, desc="to PNG", unit="file", enabled=progress):
         # UNCHANGED keeps 16-bit depth and alpha, and the stored pixel order (EXIF ignored).
         pixels = cv2.imread(str(staged), cv2.IMREAD_UNCHANGED)
         written = False

@@ -38,9 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from fishseg.errors import FishsegError
+from fishseg.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -309,13 +308,13 @@ def _download_once(
                 ) from None
             with (
                 out,
-                tqdm(
+                progress_bar(
                     total=declared,
                     unit="B",
                     unit_scale=True,
                     unit_divisor=1024,
                     desc=slug,
-                    disable=not progress,
+                    enabled=progress,
                 ) as bar,
             ):
                 for chunk in response.iter_content(_CHUNK):

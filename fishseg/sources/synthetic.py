@@ -22,9 +22,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from fishseg.errors import FishsegError
+from fishseg.progress import progress_bar
 from fishseg.sources.layout import SPECIES, image_dir, mask_dir
 
 log = logging.getLogger(__name__)
@@ -664,7 +664,7 @@ def generate(
         "generating synthetic data: %d species x %d photos x %d copies at %dx%d (seed %d) into %s",
         len(species), photos_per_species, copies_per_photo, width, height, seed, out_dir,
     )  # fmt: skip
-    with tqdm(total=total, desc="synthetic", unit="photo", disable=not progress) as bar:
+    with progress_bar(total=total, desc="synthetic", unit="photo", enabled=progress) as bar:
         for sp in species:
             img_dir, msk_dir = image_dir(out_dir, sp), mask_dir(out_dir, sp)
             img_dir.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,6 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from fishseg.dataset.arrays import load_split
 from fishseg.device import default_workers, resolve_precision, seed_everything, select_device
@@ -38,6 +37,7 @@ from fishseg.model.io import save_model
 from fishseg.model.normalize import Normalizer
 from fishseg.params import Params, TrainParams
 from fishseg.paths import Paths
+from fishseg.progress import Eta, progress_bar
 from fishseg.training import distributed
 from fishseg.training.augment import build_augmentation
 from fishseg.training.loaders import EpochSampler, SegmentationDataset, make_loader
@@ -190,7 +190,9 @@ def train_one_epoch(
     skipped = skip_steps * accumulate
     total = skipped + len(loader)
     steps = math.ceil(total / accumulate)
-    bar = tqdm(total=steps, initial=skip_steps, desc="train", unit="step", leave=False, disable=not progress)
+    bar = progress_bar(
+        total=steps, initial=skip_steps, desc="train", unit="step", leave=False, enabled=progress
+    )
     step_scheduler = not isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau) and scheduler
     optimizer.zero_grad(set_to_none=True)
     step = skip_steps
@@ -245,7 +247,7 @@ def evaluate_loader(
     model.eval()
     meter = EpochMeter(device)
     all_counts, all_probs = [], []
-    for images, masks in tqdm(loader, desc="eval", unit="batch", leave=False, disable=not progress):
+    for images, masks in progress_bar(loader, desc="eval", unit="batch", leave=False, enabled=progress):
         images = images.to(device, non_blocking=True)
         masks = masks.to(device, non_blocking=True).float()
         x = normalizer(images)
@@ -397,6 +399,7 @@ def train(params: Params, paths: Paths, *, progress: bool = True) -> dict[str, A
 
     stop = StopFlag()
     started = time.perf_counter()
+    eta = Eta(tp.epochs, done=prog.epoch)
     try:
         with stop.installed():
             while prog.epoch < tp.epochs:
@@ -483,6 +486,7 @@ def train(params: Params, paths: Paths, *, progress: bool = True) -> dict[str, A
                     va["iou"],
                     "  *best*" if improved else "",
                 )
+                log.info("%s", eta.epoch_done())
                 prog.epoch, prog.step = epoch + 1, 0
                 early_stop = tp.patience > 0 and prog.stale_epochs >= tp.patience
                 if early_stop or prog.epoch >= tp.epochs:
