@@ -142,6 +142,26 @@ def test_runs_are_in_the_project_store_with_lineage_tags(project):
     assert run_json["run_id"] == last.info.run_id
     assert experiment.artifact_location.startswith((project / "mlartifacts").as_uri())
 
+    # Named after the branch and commit (`dvc repro`) or the DVC experiment (`dvc exp run`).
+    branch = _run(["git", "rev-parse", "--abbrev-ref", "HEAD"], cwd=project).stdout.strip()
+    baseline = _run(
+        ["git", "rev-list", "--max-parents=0", "--abbrev-commit", "HEAD"], cwd=project
+    ).stdout.strip()
+    assert first.info.run_name == f"{branch}-{baseline}"
+    assert last.info.run_name == last.data.tags["dvc.exp_name"]
+    assert len({r.info.run_name for r in runs}) == len(runs)
+
+    # The data version: the DVC hashes dvc.lock records, as the input dataset's digest and tags.
+    lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
+    md5 = {o["path"]: o["md5"].removesuffix(".dir") for s in lock.values() for o in s.get("outs", [])}
+    (dataset_input,) = first.inputs.dataset_inputs
+    assert dataset_input.dataset.digest == md5["work/prepared"]
+    assert first.data.tags["fishseg.data.raw_md5"] == md5["work/raw"]
+    assert len(first.data.tags["fishseg.params_md5"]) == 32
+    # Same data for the experiment (only train.lr changed): same digest, other params.
+    assert last.inputs.dataset_inputs[0].dataset.digest == md5["work/prepared"]
+    assert last.data.tags["fishseg.params_md5"] != first.data.tags["fishseg.params_md5"]
+
 
 def test_bad_param_stops_with_the_key(project):
     params = yaml.safe_load((project / "params.yaml").read_text())

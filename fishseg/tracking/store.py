@@ -105,7 +105,11 @@ def reopen_run(run_id: str | None, experiment_id: str, root: Path):
             return mlflow.start_run(run_id=run_id)
         except mlflow.exceptions.MlflowException:
             log.warning("MLflow run %s is not in %s; logging to a new run", run_id, mlflow.get_tracking_uri())
-    run = mlflow.start_run(experiment_id=experiment_id, tags=run_tags(root))
+    from fishseg.tracking.lineage import run_name
+
+    run = mlflow.start_run(
+        experiment_id=experiment_id, run_name=run_name(experiment_id, root), tags=run_tags(root)
+    )
     if run_id:
         mlflow.set_tag("fishseg.training_run_id", run_id)
     return run

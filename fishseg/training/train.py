@@ -281,6 +281,7 @@ def _write_history(path: Path, history: list[dict[str, float]]) -> None:
 
 def train(params: Params, paths: Paths, *, progress: bool = True) -> dict[str, Any]:
     """Run (or resume) training from params; write models/, metrics/train.json, plots/train/."""
+    from fishseg.tracking import lineage
     from fishseg.tracking import store as tracking
 
     tp = params.train
@@ -374,13 +375,18 @@ def train(params: Params, paths: Paths, *, progress: bool = True) -> dict[str, A
         if prog.run_id:
             mlflow_run = tracking.reopen_run(prog.run_id, experiment_id, paths.root)
         else:
-            mlflow_run = mlflow.start_run(experiment_id=experiment_id, tags=tracking.run_tags(paths.root))
+            mlflow_run = mlflow.start_run(
+                experiment_id=experiment_id,
+                run_name=lineage.run_name(experiment_id, paths.root),
+                tags=tracking.run_tags(paths.root),
+            )
             mlflow.log_params(params.flat())
             mlflow.log_params(
                 {"data.n_train": len(train_split), "data.n_val": len(val_split), "device": str(device)}
             )
+            lineage.log_data_version(params, paths)
         prog.run_id = mlflow_run.info.run_id
-        log.info("MLflow run %s (%s)", prog.run_id, mlflow.get_tracking_uri())
+        log.info("MLflow run %s %s (%s)", mlflow_run.info.run_name, prog.run_id, mlflow.get_tracking_uri())
 
     def save(epoch_meter: EpochMeter | None) -> None:
         if not d.is_main:
