@@ -1,9 +1,11 @@
 """download: bring the dataset into work/raw in the archive's layout.
 
 data.source picks where it comes from: `synthetic` (built-in generator, offline),
-`kaggle` (the Kaggle API; credentials from KAGGLE_USERNAME/KAGGLE_KEY or
-~/.kaggle/kaggle.json), or a path to a .zip archive or a folder. work/raw is replaced
-only when the new copy is complete and valid.
+`kaggle` (the Kaggle API, with the kaggle package's own credential lookup:
+KAGGLE_API_TOKEN, KAGGLE_USERNAME/KAGGLE_KEY, ~/.kaggle/kaggle.json or `kaggle auth
+login`), or a path to a .zip archive or a folder, such as `data` (the team's copy,
+versioned by data.dvc). work/raw is replaced only when the new copy is complete and
+valid.
 
     python stages/download.py [--params params.yaml]
 """

@@ -1,24 +1,35 @@
 """data.source = kaggle, offline up to the socket.
 
-The real client stack runs: kagglesdk builds the DownloadDataset call, ``requests``
-sends it, follows the redirect to "storage" and streams the archive; then the same
-safe extraction as for a local zip. Only the far end is fake: a loopback HTTP server.
-``KAGGLE_API_ENVIRONMENT=LOCALHOST`` (kaggle's own switch) points the client at
-``http://localhost``, and ``http_proxy`` routes that to the server's port, so nothing
-in the code under test is patched.
+The real client stack runs: the kaggle package looks up and checks the credentials,
+kagglesdk builds the DownloadDataset call, ``requests`` sends it, follows the redirect
+to "storage", and the archive is read from there; then the same safe extraction as for
+a local zip. Only the far end is fake: a loopback HTTP server. ``KAGGLE_API_ENVIRONMENT=
+LOCALHOST`` (kaggle's own switch) points the client at ``http://localhost``, and
+``http_proxy`` routes that to the server's port, so nothing in the code under test is
+patched.
+
+Each attempt that gets past the API GETs the storage URL twice: the SDK follows the
+redirect (headers only), then the archive is read from the same URL with a timeout.
+Storage scripts below count both.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import importlib
+import io
 import json
 import logging
+import os
 import socket
+import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -28,14 +39,25 @@ import pytest
 from fishseg.errors import FishsegError
 from fishseg.params import DataParams
 from fishseg.sources.fetch import fetch
-from fishseg.sources.kaggle import KaggleCredentials, config_dir, find_credentials, parse_dataset, redact
+from fishseg.sources.kaggle import (
+    MAX_RETRY_AFTER_S,
+    KaggleAccess,
+    authenticate,
+    parse_dataset,
+    redact,
+    retry_after_s,
+)
 from fishseg.sources.layout import image_dir
 from tests._fishdata import assert_untouched, fish_dataset, image_bytes, make_good_raw, write, zip_tree
+
+from .conftest import REPO, tiny, write_params
 
 USER = "fish-user"
 KEY = "0123456789abcdef-fake-kaggle-key"
 TOKEN = "KGAT_fake_token_4f2b9c"
 API_PATH = "/api/v1/datasets.DatasetApiService/DownloadDataset"
+INTROSPECT_PATH = "/api/v1/security.OAuthService/IntrospectToken"
+STORAGE_PATH = "/storage/fish.zip"
 
 
 class FakeKaggle(ThreadingHTTPServer):
@@ -43,7 +65,9 @@ class FakeKaggle(ThreadingHTTPServer):
 
     ``api`` and ``storage`` are scripts of what to do on each request, in order; when a
     script runs out, it succeeds. Storage actions: ok, drop (half the body, then the
-    connection closes), stall (half the body, then silence), or an HTTP status.
+    connection closes), stall (half the body, then silence), an HTTP status, or a
+    (status, Retry-After value) pair; the API takes statuses and pairs. Access tokens are
+    checked as Kaggle does (IntrospectToken): ``TOKEN`` is active, for ``USER``.
     """
 
     daemon_threads = True
@@ -96,8 +120,18 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def _error(self, action: int | tuple, content_type: str) -> None:
+        status, retry_after = action if isinstance(action, tuple) else (action, None)
+        body = json.dumps({"code": status, "message": f"failure {status}"}).encode()
+        self._send(status, body, content_type, {"Retry-After": retry_after} if retry_after else None)
+
     def do_POST(self) -> None:
         _, path = self._record()
+        if path == INTROSPECT_PATH:
+            token = json.loads(self.server.requests[-1]["body"] or b"{}").get("token")
+            active = {"active": True, "username": USER} if token == TOKEN else {"active": False}
+            self._send(200, json.dumps(active).encode(), "application/json")
+            return
         action = self.server.api.pop(0) if self.server.api else "redirect"
         if path != API_PATH:
             self._send(404, b'{"code": 404, "message": "no such method"}', "application/json")
@@ -109,15 +143,14 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
         else:
-            body = json.dumps({"code": action, "message": f"failure {action}"}).encode()
-            self._send(int(action), body, "application/json")
+            self._error(action, "application/json")
 
     def do_GET(self) -> None:
         self._record()
         action = self.server.storage.pop(0) if self.server.storage else "ok"
         data = self.server.archive
-        if isinstance(action, int):
-            self._send(action, b"storage error", "text/plain")
+        if isinstance(action, int | tuple):
+            self._error(action, "text/plain")
             return
         self.send_response(200)
         self.send_header("Content-Type", "application/zip")
@@ -141,6 +174,25 @@ def archive(tmp_path: Path) -> bytes:
     write(src / "NA_Fish_Dataset" / "Trout" / "00001.png", image_bytes(7))
     write(src / "Fish_Dataset" / "README.txt", b"A Large-Scale Fish Dataset")
     return zip_tree(src, tmp_path / "served.zip").read_bytes()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def kaggle_at_localhost(tmp_path_factory) -> None:
+    """kaggle reads ``KAGGLE_API_ENVIRONMENT`` and its config folder once, when imported: import
+    it (again) here with ``LOCALHOST`` and an empty home, as a fresh process would see them."""
+    home = tmp_path_factory.mktemp("kaggle-home")
+    saved = {k: os.environ.get(k) for k in ("KAGGLE_API_ENVIRONMENT", "HOME", "KAGGLE_CONFIG_DIR")}
+    os.environ.update(KAGGLE_API_ENVIRONMENT="LOCALHOST", HOME=str(home))
+    os.environ.pop("KAGGLE_CONFIG_DIR", None)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # its import-time help, with no credentials
+            importlib.reload(importlib.import_module("kaggle.api.kaggle_api_extended"))
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 @pytest.fixture
@@ -197,7 +249,9 @@ def assert_no_secret(*texts: str) -> None:
 # --------------------------------------------------------------------------- credentials
 
 
-def test_missing_credentials_stop_before_any_import_or_network(clean_env: Path, raw, monkeypatch) -> None:
+def test_missing_credentials_stop_before_any_network_call_or_output(
+    clean_env: Path, raw, monkeypatch, capsys
+) -> None:
     raw_dir, before = raw
     connects: list = []
 
@@ -207,9 +261,6 @@ def test_missing_credentials_stop_before_any_import_or_network(clean_env: Path, 
 
     monkeypatch.setattr(socket.socket, "connect", no_network)
     monkeypatch.setattr(socket, "create_connection", no_network)
-    # Importing kaggle or kagglesdk would now raise ImportError instead of our message.
-    monkeypatch.setitem(sys.modules, "kaggle", None)
-    monkeypatch.setitem(sys.modules, "kagglesdk", None)
 
     with pytest.raises(FishsegError) as info:
         fetch(kaggle_params(), raw_dir, progress=False)
@@ -220,7 +271,8 @@ def test_missing_credentials_stop_before_any_import_or_network(clean_env: Path, 
         "KAGGLE_USERNAME",
         "KAGGLE_KEY",
         "KAGGLE_API_TOKEN",
-        str(clean_env / ".config" / "kaggle" / "kaggle.json"),
+        "kaggle.json",
+        "kaggle auth login",
         "https://www.kaggle.com/settings/api",
         "data.source",
     ]
@@ -228,53 +280,65 @@ def test_missing_credentials_stop_before_any_import_or_network(clean_env: Path, 
         assert needle in message, message
     assert connects == []
     assert_untouched(raw_dir, before)
-    assert list(clean_env.iterdir()) == []  # no config folders created either
+    assert "Authentication required" not in capsys.readouterr().out  # kaggle's help stays out of our output
 
 
-def test_credentials_from_the_environment(clean_env: Path, monkeypatch) -> None:
+def test_credentials_are_kaggles_own_lookup(clean_env: Path, monkeypatch) -> None:
     monkeypatch.setenv("KAGGLE_USERNAME", USER)
     monkeypatch.setenv("KAGGLE_KEY", KEY)
-    creds = find_credentials()
-    assert (creds.origin, creds.username, creds.key) == ("KAGGLE_USERNAME/KAGGLE_KEY", USER, KEY)
-    assert KEY not in repr(creds)
+    access = authenticate()
+    assert "API key" in access.origin
+    assert access.api.config_values["username"] == USER
+    assert KEY in access.secrets and KEY not in repr(access)
 
 
-def test_token_from_the_environment_wins(clean_env: Path, monkeypatch, tmp_path: Path) -> None:
+def test_token_wins_and_is_checked_with_kaggle(server: FakeKaggle, monkeypatch) -> None:
     monkeypatch.setenv("KAGGLE_USERNAME", USER)
     monkeypatch.setenv("KAGGLE_KEY", KEY)
     monkeypatch.setenv("KAGGLE_API_TOKEN", TOKEN)
-    assert find_credentials().token == TOKEN
-    token_file = write(tmp_path / "token.txt", f"{TOKEN}\n".encode())
-    monkeypatch.setenv("KAGGLE_API_TOKEN", str(token_file))
-    creds = find_credentials()
-    assert creds.token == TOKEN and str(token_file) in creds.origin
-    assert TOKEN not in repr(creds)
+    access = authenticate()
+    assert "access token" in access.origin and TOKEN in access.secrets
+    assert server.calls(INTROSPECT_PATH), "the token was not checked with Kaggle"
+    assert TOKEN not in repr(access)
 
 
-@pytest.mark.parametrize("where", ["home", "config_dir", "xdg"])
-def test_kaggle_json(clean_env: Path, monkeypatch, tmp_path: Path, where: str) -> None:
-    if where == "home":
-        path = clean_env / ".kaggle" / "kaggle.json"
-    elif where == "config_dir":
-        monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "cfg"))
-        path = tmp_path / "cfg" / "kaggle.json"
-    else:  # no ~/.kaggle: kaggle 2.2.4 falls back to ~/.config/kaggle on Linux
-        path = clean_env / ".config" / "kaggle" / "kaggle.json"
-    write(path, json.dumps({"username": USER, "key": KEY}).encode()).chmod(0o600)
-    assert config_dir() == path.parent
-    creds = find_credentials()
-    assert (creds.origin, creds.username, creds.key) == (str(path), USER, KEY)
+def test_kaggle_json_through_the_download_stage(server: FakeKaggle, clean_env: Path, tmp_path: Path) -> None:
+    """kaggle reads its config folder once, at import: a fresh process, as the stage runs."""
+    write(clean_env / ".kaggle" / "kaggle.json", json.dumps({"username": USER, "key": KEY}).encode()).chmod(
+        0o600
+    )
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "dvc.yaml").write_text("stages: {}\n")
+    write_params(root, tiny(data={"source": "kaggle", "download_backoff_s": 0.01, "download_timeout_s": 5.0}))
+    done = subprocess.run(
+        [sys.executable, str(REPO / "stages" / "download.py"), "--root", str(root)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    (api,) = server.calls(API_PATH)
+    assert api["headers"]["Authorization"] == "Basic " + base64.b64encode(f"{USER}:{KEY}".encode()).decode()
+    assert sorted(p.name for p in image_dir(root / "work" / "raw", "Trout").iterdir())[:1] == ["00000.png"]
+    assert_no_secret(done.stdout, done.stderr)
 
 
-def test_half_credentials_and_broken_kaggle_json(clean_env: Path, monkeypatch) -> None:
-    monkeypatch.setenv("KAGGLE_USERNAME", USER)
-    with pytest.raises(FishsegError, match="a username was found in KAGGLE_USERNAME, but no key"):
-        find_credentials()
-    path = write(clean_env / ".kaggle" / "kaggle.json", f'{{"username": "{USER}", "key": "{KEY}"'.encode())
-    with pytest.raises(FishsegError) as info:
-        find_credentials()
-    assert str(path) in str(info.value) and "not a valid kaggle.json" in str(info.value)
-    assert_no_secret(str(info.value))
+def test_unreadable_kaggle_json_counts_as_none_and_is_not_quoted(clean_env: Path, tmp_path: Path) -> None:
+    config = tmp_path / "cfg"
+    write(config / "kaggle.json", f'{{"username": "{USER}", "key": "{KEY}"'.encode())
+    code = (
+        "from fishseg.sources.kaggle import authenticate\n"
+        "from fishseg.errors import FishsegError\n"
+        "try:\n    authenticate()\nexcept FishsegError as exc:\n    print(exc)\n"
+    )
+    env = {**os.environ, "HOME": str(clean_env), "KAGGLE_CONFIG_DIR": str(config)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO, timeout=120
+    )
+    # kaggle skips a kaggle.json it cannot parse: no credentials, and nothing of the file in the message.
+    assert "Kaggle credentials not found" in out.stdout and "kaggle.json" in out.stdout
+    assert_no_secret(out.stdout, out.stderr)
 
 
 def test_bad_dataset_name_fails_early(clean_env: Path) -> None:
@@ -283,12 +347,30 @@ def test_bad_dataset_name_fails_early(clean_env: Path) -> None:
     assert parse_dataset("crowww/a-large-scale-fish-dataset/2") == ("crowww", "a-large-scale-fish-dataset", 2)
 
 
-def test_redact_masks_secrets_and_signed_urls() -> None:
-    creds = KaggleCredentials(origin="env", username=USER, key=KEY)
-    text = redact(f"GET http://h/x.zip?sig=abc failed for {KEY}", creds.secrets())
+def test_redact_masks_secrets_and_signed_urls(clean_env: Path, monkeypatch) -> None:
+    monkeypatch.setenv("KAGGLE_USERNAME", USER)
+    monkeypatch.setenv("KAGGLE_KEY", KEY)
+    access = authenticate()
+    text = redact(f"GET http://h/x.zip?sig=abc failed for {KEY}", access.secrets)
     assert text == "GET http://h/x.zip?... failed for ***"
+    basic = base64.b64encode(f"{USER}:{KEY}".encode()).decode()
+    assert redact(f"Authorization: Basic {basic}", access.secrets) == "Authorization: Basic ***"
     with pytest.raises(AssertionError):  # the leak check itself would notice a leak
-        assert_no_secret(f"Authorization: Basic {creds.secrets()[1]}")
+        assert_no_secret(f"Authorization: Basic {basic}")
+    assert KaggleAccess(api=None, origin="x", secrets=(KEY,)).__repr__().count(KEY) == 0
+
+
+def test_retry_after_in_seconds_or_as_a_date() -> None:
+    now = datetime(2026, 12, 2, 12, 0, 0, tzinfo=UTC)
+    assert retry_after_s({"Retry-After": "7"}, now) == 7.0
+    assert (
+        retry_after_s({"Retry-After": format_datetime(now + timedelta(seconds=90), usegmt=True)}, now) == 90.0
+    )
+    assert (
+        retry_after_s({"Retry-After": format_datetime(now - timedelta(seconds=5), usegmt=True)}, now) == 0.0
+    )
+    assert retry_after_s({"Retry-After": "soon"}, now) is None
+    assert retry_after_s({}, now) is None
 
 
 # --------------------------------------------------------------------------- downloads
@@ -320,9 +402,9 @@ def test_download_extracts_into_canonical_layout(
     assert api["method"] == "POST" and api["host"] == "localhost"
     assert json.loads(api["body"]) == {"ownerSlug": "crowww", "datasetSlug": "a-large-scale-fish-dataset"}
     assert api["headers"]["Authorization"] == "Basic " + base64.b64encode(f"{USER}:{KEY}".encode()).decode()
-    (storage,) = server.calls("/storage/fish.zip")
-    assert storage["host"] == "127.0.0.1"
-    assert "Authorization" not in storage["headers"]  # credentials stay with Kaggle
+    storage = server.calls(STORAGE_PATH)
+    assert len(storage) == 2 and {c["host"] for c in storage} == {"127.0.0.1"}
+    assert all("Authorization" not in c["headers"] for c in storage)  # credentials stay with Kaggle
 
     out = capsys.readouterr()
     assert "Dataset URL" not in out.out  # kaggle's own prints are not involved
@@ -348,17 +430,50 @@ def test_transient_failures_are_retried(server: FakeKaggle, raw, monkeypatch, ca
     monkeypatch.setenv("KAGGLE_USERNAME", USER)
     monkeypatch.setenv("KAGGLE_KEY", KEY)
     server.api = [503]
-    server.storage = ["drop", "stall"]
+    server.storage = ["ok", "drop", "ok", "stall"]  # (the SDK's look, then the read) per attempt
     caplog.set_level(logging.DEBUG)
 
     summary = fetch(kaggle_params(download_timeout_s=0.5), raw_dir, progress=False)
 
     assert summary["pairs"] == {"Red Mullet": 2, "Trout": 3}
     assert len(server.calls(API_PATH)) == 4
-    assert len(server.calls("/storage/fish.zip")) == 3
+    assert len(server.calls(STORAGE_PATH)) == 6
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 3 and "attempt 1/4 failed (HTTP 503)" in warnings[0]
+    assert warnings[0].endswith(", backoff")
     assert_no_secret(caplog.text)
+
+
+def test_retry_after_is_honoured_from_the_api_and_from_storage(server: FakeKaggle, raw, monkeypatch, caplog):
+    raw_dir, _ = raw
+    monkeypatch.setenv("KAGGLE_USERNAME", USER)
+    monkeypatch.setenv("KAGGLE_KEY", KEY)
+    server.api = [(429, "1")]
+    soon = format_datetime(datetime.now(UTC) + timedelta(seconds=4), usegmt=True)  # whole seconds
+    server.storage = ["ok", (503, soon)]
+    caplog.set_level(logging.INFO)
+
+    started = time.monotonic()
+    summary = fetch(kaggle_params(), raw_dir, progress=False)  # backoff 0.01 s: the servers' waits rule
+
+    assert summary["pairs"] == {"Red Mullet": 2, "Trout": 3}
+    assert time.monotonic() - started >= 2.5  # 1 s, then what was left until the date (1.5-3 s)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "HTTP 429" in warnings[0] and "retrying in 1.0 s, as the server asked (Retry-After)" in warnings[0]
+    assert "HTTP 503" in warnings[1] and "as the server asked (Retry-After)" in warnings[1]
+
+
+def test_a_retry_after_too_long_stops_with_run_again_later(server: FakeKaggle, raw, monkeypatch) -> None:
+    raw_dir, before = raw
+    monkeypatch.setenv("KAGGLE_USERNAME", USER)
+    monkeypatch.setenv("KAGGLE_KEY", KEY)
+    server.api = [(429, str(int(MAX_RETRY_AFTER_S) + 1))]
+    started = time.monotonic()
+    with pytest.raises(FishsegError, match="Kaggle asks to wait 601 s .*run again later"):
+        fetch(kaggle_params(), raw_dir, progress=False)
+    assert time.monotonic() - started < 30
+    assert len(server.calls(API_PATH)) == 1
+    assert_untouched(raw_dir, before)
 
 
 def test_network_failure_mid_download_leaves_raw_untouched(
@@ -367,7 +482,7 @@ def test_network_failure_mid_download_leaves_raw_untouched(
     raw_dir, before = raw
     monkeypatch.setenv("KAGGLE_USERNAME", USER)
     monkeypatch.setenv("KAGGLE_KEY", KEY)
-    server.storage = ["drop"] * 10
+    server.storage = ["ok", "drop"] * 3
     caplog.set_level(logging.DEBUG)
 
     with pytest.raises(FishsegError) as info:
@@ -377,7 +492,7 @@ def test_network_failure_mid_download_leaves_raw_untouched(
     assert "Kaggle download of crowww/a-large-scale-fish-dataset failed after 3 attempts" in message
     assert "run again" in message and "data.source" in message
     assert "s3cr3tsig" not in message  # signed URLs are cut from messages
-    assert len(server.calls("/storage/fish.zip")) == 3
+    assert len(server.calls(STORAGE_PATH)) == 6
     assert_untouched(raw_dir, before)
     out = capsys.readouterr()
     assert_no_secret(message, caplog.text, out.out, out.err)
@@ -413,7 +528,7 @@ def test_download_over_the_cap_is_refused(server: FakeKaggle, raw, monkeypatch) 
     with pytest.raises(FishsegError, match="more than data.max_archive_bytes = 1000"):
         fetch(kaggle_params(max_archive_bytes=1000), raw_dir, progress=False)
 
-    assert len(server.calls("/storage/fish.zip")) == 1
+    assert len(server.calls(STORAGE_PATH)) == 2
     assert_untouched(raw_dir, before)
 
 

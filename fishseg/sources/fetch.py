@@ -303,10 +303,10 @@ def fetch(data: DataParams, raw_dir: Path, *, progress: bool = True) -> dict:
     tree: SourceTree | None = None
     # Checks that need no output folder come first, so that a bad setting touches nothing.
     if source == "kaggle":
-        from fishseg.sources.kaggle import find_credentials, parse_dataset
+        from fishseg.sources.kaggle import authenticate, parse_dataset
 
         parse_dataset(data.kaggle_dataset)
-        creds = find_credentials()
+        creds = authenticate()
     elif source != "synthetic":
         tree = open_tree(
             Path(source).expanduser(), max_bytes=data.max_archive_bytes, max_members=data.max_archive_members
