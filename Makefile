@@ -13,9 +13,9 @@ export HF_HUB_OFFLINE := 1
 export DVC_NO_ANALYTICS := 1
 export MPLBACKEND := Agg
 
-.PHONY: setup plots-assets run test lint clean-venv
+.PHONY: setup plots-assets browser run test lint clean-venv
 
-setup: $(STAMP) plots-assets
+setup: $(STAMP) plots-assets browser
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,19 @@ $(STAMP): requirements.txt
 # is fixed by the next `make setup`).
 plots-assets: $(STAMP)
 	$(BIN)/python -m fishseg.report.plots_page install
+
+# Headless Chromium for the tests that open the plots page and the MLflow UI as a person
+# would: Debian's package, installed when missing and apt-get is usable (root). Without
+# it set-up goes on and those tests skip.
+browser:
+	@if command -v chromium >/dev/null 2>&1; then \
+		echo "chromium: $$(command -v chromium)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+			&& echo "chromium: installed $$(command -v chromium)"; \
+	else \
+		echo "chromium: not installed, and apt-get is not usable here (needs root): the browser tests will skip"; \
+	fi
 
 run: setup
 	$(BIN)/dvc repro

@@ -1,0 +1,106 @@
+"""The MLflow UI as a person opens it: `mlflow ui` on 127.0.0.1, a finished run's page in headless Chromium.
+
+The run comes from the pipeline's own code (tiny training with the packaged model logged,
+then evaluation); the page is read after the UI's scripts rendered it (``--dump-dom``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+import requests
+
+from fishseg.evaluation.evaluate import evaluate
+from fishseg.training.train import train
+
+from ._browser import chromium, chromium_or_skip
+from .conftest import tiny, write_prepared
+
+pytestmark = pytest.mark.slow
+
+START_TIMEOUT_S = 90
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> dict:
+    chromium_or_skip()  # before the training: nothing to look at without a browser
+    paths = write_prepared(tmp_path_factory.mktemp("ui_project"))
+    # A checkout on a branch of its own: the run is named <branch>-<short commit>.
+    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
+    for args in (["init", "-q", "-b", "ui-check"], ["add", "params.yaml"], ["commit", "-qm", "x"]):
+        subprocess.run([*git, *args], cwd=paths.root, check=True, capture_output=True)
+    params = tiny(mlflow={"log_model": True})
+    train(params, paths, progress=False)
+    metrics = evaluate(params, paths, progress=False)
+    run_id = json.loads(paths.run_json.read_text())["run_id"]
+    client = mlflow.MlflowClient(f"sqlite:///{paths.root / 'mlflow.db'}")
+    run = client.get_run(run_id)
+    (model,) = client.search_logged_models([run.info.experiment_id])
+    return {"root": paths.root, "run": run, "metrics": metrics, "model_id": model.model_id}
+
+
+@pytest.fixture(scope="module")
+def ui(finished_run):
+    """`mlflow ui` on the project's store, bound to 127.0.0.1; its URL. Stopped at the end."""
+    port = _free_port()
+    cmd = [
+        str(Path(sys.executable).parent / "mlflow"),
+        "ui",
+        "--backend-store-uri",
+        f"sqlite:///{finished_run['root'] / 'mlflow.db'}",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+    log = (finished_run["root"] / "ui.log").open("w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            assert proc.poll() is None, (finished_run["root"] / "ui.log").read_text()[-3000:]
+            try:
+                if requests.get(f"{url}/health", timeout=2).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert time.monotonic() < deadline, "mlflow ui did not start"
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=20)
+        log.close()
+
+
+def test_run_page_shows_name_test_iou_and_logged_model(ui, finished_run, tmp_path):
+    run = finished_run["run"]
+    page = f"{ui}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+    dom = chromium(page, tmp_path / "profile", "--dump-dom", budget_ms=20000)
+
+    assert run.info.run_name.startswith("ui-check-") and run.info.run_name in dom  # ours, not a generated one
+    assert "test_iou" in dom and str(finished_run["metrics"]["test_iou"]) in dom
+    assert "Logged models (1)" in dom and finished_run["model_id"] in dom
