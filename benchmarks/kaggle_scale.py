@@ -12,7 +12,7 @@ The download row is the download stage reading the zip (a Kaggle download withou
 network: the same extraction, checks and copy); generating the synthetic set is listed
 apart, as it is not part of a Kaggle run.
 
-    python benchmarks/kaggle_scale.py [--per-species 100 1000] [--epochs 1]
+    python benchmarks/kaggle_scale.py [--per-species 100 1000] [--epochs 1] [--threads 1]
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import _common
 import yaml
 
 STAGES = ("download", "split", "stats", "train")
+THREADS = 0  # torch's threads per stage (OMP_NUM_THREADS); 0: its default, one per core
 _TIME = {
     "wall": re.compile(r"Elapsed \(wall clock\) time .*: (?:(\d+):)?(\d+):([\d.]+)"),
     "user": re.compile(r"User time \(seconds\): ([\d.]+)"),
@@ -42,6 +43,8 @@ _TIME = {
 def timed(cmd: list[str], cwd: Path) -> dict[str, float]:
     """Run ``cmd`` under ``/usr/bin/time -v``: wall and CPU seconds, peak RSS in MB."""
     env = dict(os.environ, DVC_NO_ANALYTICS="1", NO_ALBUMENTATIONS_UPDATE="1", HF_HUB_OFFLINE="1")
+    if THREADS:
+        env["OMP_NUM_THREADS"] = str(THREADS)
     env.pop("MLFLOW_TRACKING_URI", None)
     done = subprocess.run(["/usr/bin/time", "-v", *cmd], cwd=cwd, env=env, capture_output=True, text=True)
     if done.returncode:
@@ -127,7 +130,16 @@ def main() -> None:
     )
     parser.add_argument("--per-species", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="OMP_NUM_THREADS for the stages; 1 on a shared machine, where idle threads spinning "
+        "for busy cores would count as CPU time (default: torch's own choice)",
+    )
     args = parser.parse_args()
+    global THREADS
+    THREADS = args.threads
     results = {}
     with tempfile.TemporaryDirectory(prefix="fishseg-scale-") as tmp:
         for n in args.per_species:
