@@ -1,4 +1,4 @@
-"""Near-duplicate grouping: all augmented copies of one photo share a group id.
+"""Near-duplicate grouping: copies of one photo, and shots of one scene, share a group id.
 
 The archive's pairs per species are copies of fewer photos: flipped, rotated by 90
 degrees and resized back to the frame (which stretches one axis and squeezes the other),
@@ -37,6 +37,24 @@ magnitude below distinct photos; the cut between the two modes is found in the s
 (Otsu's method on their logs) and scaled by ``threshold``. Groups are the connected
 components of the pairs under the cut; a group that holds too much of its species is
 split at a tighter cut.
+
+Real photos have a second kind of near-duplicate that no transform explains: shots taken
+one after another of one specimen in one place, moved a little, turned over or turned
+round, with the camera moved a little too. What they share is the surface around the
+fish: the same wet patches, flakes and scratches, shifted. Each photo's background (the
+fish and its shadow left out) is reduced to the log ratio of blue to red, band-passed:
+the marks on the blue surfaces stay, while exposure (which scales all channels alike)
+and glare and shading (which move with the camera) go. Two backgrounds are compared by
+their normalised cross-correlation, at the best of all shifts up to a fifth of the frame
+(FFTs again), over the part both show; candidates are each photo's nearest neighbours by
+a blurred thumbnail of the same detail, outside its own copies. One place also sees many
+specimens, so a pair needs a second agreement: the fish themselves, compared inside the
+mask in the fish's own frame (up to rotation and reflection, so turned over counts). The
+cut on the backgrounds is found in the data: photos of different species are different
+specimens, even when shot in the same place, and the cut is the score that only one in a
+thousand such pairs reaches (bounded, and a fixed one without other species). The cut
+on the fish is the score that a quarter of random pairs of one species reach. Both scale
+with ``threshold``; a scene pair links when both scores are under their cuts.
 """
 
 from __future__ import annotations
@@ -87,6 +105,31 @@ _FALLBACK_CUT = 3e-3
 _MIN_SEPARATION = 2.0
 _CUT_POSITION = 0.4  # where the cut sits from the copies' mean (0) to the others' (1)
 
+# Same scene. Backgrounds are compared at about 48x64, as fractions of the work width:
+_SCENE_PIXELS = 48 * 64
+_SCENE_DETAIL = 1 / 64  # Gaussian sigma of the detail kept
+_SCENE_SHADING = 4 / 64  # and of the shading removed
+_SCENE_FISH_MARGIN = 2 / 64  # the fish is left out with this margin (its shadow)
+_SCENE_EPS = 0.05  # added to RGB in [0,1] before the log: dark pixels carry no ratio
+_SCENE_SHIFT = 0.2  # the largest shift tried, as a fraction of each side
+_SCENE_MIN_OVERLAP = 0.5  # of the smaller background, compared at that shift
+_SCENE_THUMB = (16, 12)  # thumbnail for the candidates, and its blur (of the work width)
+_SCENE_THUMB_BLUR = 3 / 64
+_SCENE_NEIGHBOURS = 10  # candidates per image, outside its own copies
+_SCENE_RANDOM = 2  # random partners per image, for the fish cut
+# The background cut: a quantile of scores of different-species pairs (a sample of them),
+# kept within a range, and the one used when there are no other species.
+_SCENE_NULL_PAIRS = 5000
+_SCENE_NULL_QUANTILE = 0.002
+_SCENE_CUT_RANGE = (0.05, 0.25)
+_SCENE_FALLBACK_CUT = 0.2
+# The fish: compared inside the mask (a filled ellipse reaches 2 whitened units); the cut
+# is this quantile of random same-species pairs' scores.
+_FISH_INSIDE_RADII = np.linspace(0.3, 2.2, 10)
+_FISH_CUT_QUANTILE = 0.25
+# One specimen shot from one height keeps its size: area and compactness within ~25%.
+_SCENE_GEOMETRY_TOLERANCE = 0.25
+
 
 def group_ids(
     images: np.ndarray,
@@ -96,7 +139,7 @@ def group_ids(
     threshold: float = DEFAULT_THRESHOLD,
     max_group_fraction: float = MAX_GROUP_FRACTION,
 ) -> np.ndarray:
-    """Group near-duplicate images (copies of one photo); never across species.
+    """Group near-duplicate images (copies of one photo, shots of one scene); never across species.
 
     ``images`` (N,H,W,3) uint8 RGB, ``masks`` (N,H,W) uint8 in {0,1}, all one size.
     Returns int64 group ids 0..G-1, numbered in order of first appearance.
@@ -115,15 +158,35 @@ def group_ids(
     if n == 0:
         return np.zeros(0, np.int64)
 
-    first, second, scores = candidate_scores(images, masks, species_arr)
-    cut = threshold * copy_cut(scores)
-    log.info("near-duplicate cut %.2e over %d candidate pairs", cut, len(scores))
-    labels = _components(n, first, second, scores < cut)
+    first, second, ratio = candidate_links(images, masks, species_arr, threshold=threshold)
+    labels = _components(n, first, second, ratio < threshold)
     if max_group_fraction < 1:
-        labels = _break_giants(labels, species_arr, first, second, scores, cut, max_group_fraction)
+        labels = _break_giants(labels, species_arr, first, second, ratio, threshold, max_group_fraction)
     # Renumber by first appearance, so that ids follow the input order.
     _, first_at, inverse = np.unique(labels, return_index=True, return_inverse=True)
     return np.argsort(np.argsort(first_at))[inverse].astype(np.int64)
+
+
+def candidate_links(
+    images: np.ndarray, masks: np.ndarray, species: np.ndarray, *, threshold: float = DEFAULT_THRESHOLD
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every candidate pair, copies and same scene, with its score over its cut.
+
+    Returns (first, second, ratio); a pair is linked when its ratio is below
+    ``threshold``. Scene candidates are sought outside the copy groups at that threshold.
+    """
+    first, second, scores = candidate_scores(images, masks, species)
+    cut = copy_cut(scores)
+    copied = scores < threshold * cut
+    log.info("copies: cut %.2e, %d of %d candidate pairs", threshold * cut, copied.sum(), len(scores))
+    copies = _components(len(images), first, second, copied)
+    scene_first, scene_second, scene_ratio = scene_ratios(images, masks, species, copies)
+    log.info("same scene: %d of %d candidate pairs", (scene_ratio < threshold).sum(), len(scene_ratio))
+    return (
+        np.concatenate([first, scene_first]),
+        np.concatenate([second, scene_second]),
+        np.concatenate([scores / cut, scene_ratio]).astype(np.float32),
+    )
 
 
 def candidate_scores(
@@ -225,6 +288,58 @@ def copy_cut(scores: np.ndarray) -> float:
     return float(np.clip(cut, *_CUT_RANGE))
 
 
+def scene_ratios(
+    images: np.ndarray, masks: np.ndarray, species: np.ndarray, copies: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Candidate same-scene pairs within each species, as (first, second, ratio).
+
+    ``copies`` labels the copy groups already found: a photo's candidates are sought
+    outside its own. The ratio is the larger of background score over background cut and
+    fish score over fish cut: the pair is a near-duplicate when it is under the threshold.
+    """
+    detail, valid = _scene_arrays(images, masks)
+    background_cut = scene_cut(detail, valid, species)
+    found = []
+    for name in np.unique(species):
+        idx = np.flatnonzero(species == name)
+        if len(idx) >= 2:
+            i, j, background, fish, random_fish = _species_scenes(
+                images[idx], masks[idx], detail[idx], valid[idx], copies[idx]
+            )
+            found.append((idx[i], idx[j], background, fish, random_fish))
+    if not found:
+        empty = np.zeros(0, np.int64)
+        return empty, empty, np.zeros(0, np.float32)
+    first, second, background, fish, random_fish = (np.concatenate(x) for x in zip(*found, strict=True))
+    finite = random_fish[np.isfinite(random_fish)]
+    fish_cut = float(np.quantile(finite, _FISH_CUT_QUANTILE)) if len(finite) else 0.0
+    log.info(
+        "same scene: background cut %.3f, fish cut %.2e, %d candidate pairs",
+        background_cut,
+        fish_cut,
+        len(first),
+    )
+    ratio = np.maximum(background / background_cut, fish / max(fish_cut, 1e-12))
+    return first, second, ratio.astype(np.float32)
+
+
+def scene_cut(detail: np.ndarray, valid: np.ndarray, species: np.ndarray) -> float:
+    """The background score below which two photos count as one scene, from the data.
+
+    Pairs of different species show different specimens, some of them shot in the same
+    place on the same day: the cut is the score only one in a thousand of them reaches,
+    over a seeded sample, within bounds. Without two species the fixed cut is used.
+    """
+    n = len(species)
+    rng = np.random.default_rng(n)
+    i, j = rng.integers(0, n, _SCENE_NULL_PAIRS), rng.integers(0, n, _SCENE_NULL_PAIRS)
+    other = species[i] != species[j]
+    if other.sum() < 100:
+        return _SCENE_FALLBACK_CUT
+    scores = _scene_distances(detail, valid, i[other], j[other])
+    return float(np.clip(np.quantile(scores, _SCENE_NULL_QUANTILE), *_SCENE_CUT_RANGE))
+
+
 def pair_quality(pred: Sequence[int], true: Sequence[int]) -> tuple[float, float]:
     """Pairwise precision and recall of a grouping against the truth.
 
@@ -308,6 +423,144 @@ def _prepare(images: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndar
     kernel = np.ones((reach, reach), np.uint8)
     valid = np.stack([cv2.erode(x, kernel, borderType=cv2.BORDER_REPLICATE) for x in clear]) == 255
     return channels, valid.astype(np.float32), weights
+
+
+def _scene_arrays(images: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Background detail (N,h,w) and where it is valid (N,h,w, 0 or 1), at scene work size.
+
+    The detail is log(blue/red), band-passed and zero-mean over the valid part, which is
+    what the fish (with a margin for its shadow) and black corners leave. The band-pass
+    averages only over valid pixels, so the bright fish does not bleed into its
+    surroundings.
+    """
+    n, h, w = masks.shape
+    scale = min(1.0, np.sqrt(_SCENE_PIXELS / (h * w)))
+    size = (max(8, round(w * scale)), max(8, round(h * scale)))
+    reach = 2 * round(_SCENE_FISH_MARGIN * size[0]) + 1
+    margin = np.ones((reach, reach), np.uint8)
+    detail = np.empty((n, size[1], size[0]), np.float32)
+    valid = np.empty_like(detail)
+    black_top = (_BLACK_LEVEL - 1,) * 3
+    for k in range(n):
+        image = np.ascontiguousarray(images[k], dtype=np.uint8)
+        small = cv2.resize(image, size, interpolation=cv2.INTER_AREA).astype(np.float32) / 255 + _SCENE_EPS
+        ratio = np.log(small[..., 2] / small[..., 0])
+        fish = cv2.resize(
+            cv2.compare(np.ascontiguousarray(masks[k]), 0, cv2.CMP_GT), size, interpolation=cv2.INTER_AREA
+        )
+        black = cv2.resize(cv2.inRange(image, (0, 0, 0), black_top), size, interpolation=cv2.INTER_AREA)
+        left_out = cv2.dilate(fish, margin) | cv2.dilate(black, np.ones((3, 3), np.uint8))
+        v = (left_out == 0).astype(np.float32)
+        band = _masked_blur(ratio, v, _SCENE_DETAIL * size[0]) - _masked_blur(
+            ratio, v, _SCENE_SHADING * size[0]
+        )
+        band *= v
+        band -= v * (band.sum() / max(v.sum(), 1.0))
+        detail[k], valid[k] = band, v
+    return detail, valid
+
+
+def _masked_blur(values: np.ndarray, weights: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur of ``values`` averaging only where ``weights`` is 1 (normalised convolution)."""
+    num = cv2.GaussianBlur(values * weights, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE)
+    den = cv2.GaussianBlur(weights, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE)
+    return num / np.maximum(den, 1e-3)
+
+
+def _scene_distances(detail: np.ndarray, valid: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """1 minus the best normalised cross-correlation of the backgrounds of pairs (i, j).
+
+    Over all shifts up to _SCENE_SHIFT of each side where the overlap holds at least
+    _SCENE_MIN_OVERLAP of the smaller background. The overlap and the sums of a*a, b*b and
+    a*b over it are cross-correlations, one FFT product each; spectra are computed for
+    the images of each chunk of pairs, so memory stays bounded.
+    """
+    n, h, w = detail.shape
+    dy, dx = int(_SCENE_SHIFT * h), int(_SCENE_SHIFT * w)
+    # Padding by the largest shift keeps the circular correlation from wrapping.
+    shape = (scipy.fft.next_fast_len(h + dy), scipy.fft.next_fast_len(w + dx))
+    rows = np.r_[0 : dy + 1, shape[0] - dy : shape[0]]
+    cols = np.r_[0 : dx + 1, shape[1] - dx : shape[1]]
+    counts = valid.sum((1, 2))
+    out = np.empty(len(i), np.float32)
+    chunk = 128
+    for start in range(0, len(i), chunk):
+        a, b = i[start : start + chunk], j[start : start + chunk]
+        used, where = np.unique(np.concatenate([a, b]), return_inverse=True)
+        parts = np.stack([valid[used], detail[used], np.square(detail[used])], 1).astype(np.float32)
+        spec = scipy.fft.rfft2(parts, s=shape, axes=(-2, -1))
+        left, right = np.conj(spec[where[: len(a)]]), spec[where[len(a) :]]
+        # Overlap, sum of a^2 and of b^2 over it, and sum of ab, at every shift.
+        products = np.stack(
+            [
+                left[:, 0] * right[:, 0],
+                left[:, 2] * right[:, 0],
+                left[:, 0] * right[:, 2],
+                left[:, 1] * right[:, 1],
+            ],
+            1,
+        )
+        # Inverse FFT along the rows first, keeping only the shifts wanted.
+        sums = scipy.fft.irfft(scipy.fft.ifft(products, axis=-2)[..., rows, :], n=shape[1], axis=-1)[
+            ..., cols
+        ]
+        overlap, aa, bb, ab = sums[:, 0], sums[:, 1], sums[:, 2], sums[:, 3]
+        corr = ab / np.sqrt(np.maximum(aa * bb, 1e-12))
+        corr[overlap < _SCENE_MIN_OVERLAP * np.minimum(counts[a], counts[b])[:, None, None] - 0.5] = -1.0
+        out[start : start + chunk] = 1 - corr.reshape(len(a), -1).max(1)
+    return out
+
+
+def _species_scenes(
+    images: np.ndarray, masks: np.ndarray, detail: np.ndarray, valid: np.ndarray, copies: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Same-scene candidates (i < j) of one species: background and fish scores.
+
+    Also returns the fish scores of random pairs, from which the fish cut is found.
+    """
+    n = len(images)
+    i, j = _scene_candidates(detail, valid, copies)
+    rng = np.random.default_rng(n)
+    ri, rj = _unique_pairs(np.repeat(np.arange(n), _SCENE_RANDOM), rng.integers(0, n, n * _SCENE_RANDOM), n)
+    channels, ok, weights = _prepare(images, masks)
+    centres, frames, has_fish, geometry = _fish_frames(weights)
+    fish = _Spectra(*_polar(channels, ok, centres, frames, _FISH_INSIDE_RADII, _FISH_ANGLES))
+    scores = np.full(len(i) + len(ri), np.inf, np.float32)
+    fi, fj = np.concatenate([i, ri]), np.concatenate([j, rj])
+    both = has_fish[fi] & has_fish[fj]
+    scores[both] = fish.best_msd(fi[both], fj[both])
+    # The whitened frame forgets size; one specimen seen from one height keeps it.
+    resized = (np.abs(geometry[i] - geometry[j]) >= _SCENE_GEOMETRY_TOLERANCE).any(1)
+    scores[: len(i)][resized] = np.inf
+    return i, j, _scene_distances(detail, valid, i, j), scores[: len(i)], scores[len(i) :]
+
+
+def _scene_candidates(
+    detail: np.ndarray, valid: np.ndarray, copies: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each image's nearest neighbours by a blurred thumbnail of its background detail.
+
+    Its own copies are skipped: they are joined already, and with many copies per
+    photo they would take every place.
+    """
+    n, h, w = detail.shape
+    size = (min(_SCENE_THUMB[0], w), min(_SCENE_THUMB[1], h))
+    sigma = _SCENE_THUMB_BLUR * w
+    thumbs = np.stack(
+        [
+            cv2.resize(_masked_blur(d, v, sigma), size, interpolation=cv2.INTER_AREA).ravel()
+            for d, v in zip(detail, valid, strict=True)
+        ]
+    )
+    thumbs -= thumbs.mean(1, keepdims=True)
+    thumbs /= np.linalg.norm(thumbs, axis=1, keepdims=True) + 1e-9
+    dist = 1 - thumbs @ thumbs.T
+    dist[copies[:, None] == copies[None, :]] = np.inf
+    k = min(_SCENE_NEIGHBOURS, n - 1)
+    nearest = np.argpartition(dist, k - 1, axis=1)[:, :k]
+    rows = np.repeat(np.arange(n), k)
+    keep = np.isfinite(dist[rows, nearest.ravel()])
+    return _unique_pairs(rows[keep], nearest.ravel()[keep], n)
 
 
 def _fish_frames(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
