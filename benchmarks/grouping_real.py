@@ -107,9 +107,16 @@ def main() -> None:
     ):
         precision, recall = quality(groups, same, ignored)
         print(f"{name:>22}: pairwise precision {precision:.3f}, recall {recall:.3f} ({same.sum() // 2} pairs)")
-    joined_unsure = ((groups[:, None] == groups[None, :]) & unsure & ~sitting).sum() // 2
-    print(f"{'unsure (?)':>22}: {joined_unsure} of {(unsure & ~sitting).sum() // 2} pairs joined")
+    joined = np.triu(groups[:, None] == groups[None, :], 1)
+    print(f"{'unsure (?)':>22}: {(joined & unsure & ~sitting).sum()} of {(unsure & ~sitting).sum() // 2} pairs joined")
+    wrong = np.argwhere(joined & ~sitting & ~unsure)
+    print(f"{'distinct':>22}: {len(wrong)} pairs joined" + "".join(f"\n    {ids[a]} + {ids[b]}" for a, b in wrong[:20]))
 
+    for kind in ("=", "~"):
+        apart = [members for members in truth[kind] if len(set(groups[members])) > 1]
+        print(f"{kind} clusters not wholly in one group: {len(apart)} of {len(truth[kind])}")
+        for members in apart:
+            print("    " + ", ".join(f"{ids[k]} (group {groups[k]})" for k in members))
     for seed in args.seeds:
         splits = assign_splits(species, groups, val=0.15, test=0.15, seed=seed)
         apart = {kind: straddling(truth[kind], splits) for kind in ("=", "~")}

@@ -34,27 +34,34 @@ minimised over all rotations and both reflections with FFTs along the angle, and
 the three frames. A match in the fish's frame also needs the same area and compactness:
 that frame cannot tell a thin fish from a plump one. Copies score about an order of
 magnitude below distinct photos; the cut between the two modes is found in the scores
-(Otsu's method on their logs) and scaled by ``threshold``. Groups are the connected
-components of the pairs under the cut; a group that holds too much of its species is
-split at a tighter cut.
+(Otsu's method on their logs) and scaled by ``threshold``.
 
 Real photos have a second kind of near-duplicate that no transform explains: shots taken
-one after another of one specimen in one place, moved a little, turned over or turned
-round, with the camera moved a little too. What they share is the surface around the
-fish: the same wet patches, flakes and scratches, shifted. Each photo's background (the
-fish and its shadow left out) is reduced to the log ratio of blue to red, band-passed:
-the marks on the blue surfaces stay, while exposure (which scales all channels alike)
-and glare and shading (which move with the camera) go. Two backgrounds are compared by
-their normalised cross-correlation, at the best of all shifts up to a fifth of the frame
-(FFTs again), over the part both show; candidates are each photo's nearest neighbours by
-a blurred thumbnail of the same detail, outside its own copies. One place also sees many
-specimens, so a pair needs a second agreement: the fish themselves, compared inside the
-mask in the fish's own frame (up to rotation and reflection, so turned over counts). The
-cut on the backgrounds is found in the data: photos of different species are different
-specimens, even when shot in the same place, and the cut is the score that only one in a
-thousand such pairs reaches (bounded, and a fixed one without other species). The cut
-on the fish is the score that a quarter of random pairs of one species reach. Both scale
-with ``threshold``; a scene pair links when both scores are under their cuts.
+one after another of one specimen in one place, moved a little or turned over, with the
+camera moved a little too. What they share is the surface around the fish: the same wet
+patches, flakes and scratches, shifted. Each photo's background (the fish with a margin
+for its shadow, black corners and the date stamp left out) is reduced to two band-passed
+channels: log(blue/red), which exposure does not change, and log brightness; slow glare
+and shading, which move with the camera, are removed. Two backgrounds are compared by
+normalised cross-correlation over the part both show, at every shift up to a fifth of
+the frame (FFTs again); at each shift the smaller of the two channels' correlations
+counts, so colour and brightness must line up together, and the score is 1 minus the
+best. Candidates are each photo's nearest neighbours within its species by a blurred
+thumbnail of its colour detail, outside its own copies.
+
+One place sees many specimens, so the fish must agree too: compared inside the mask in
+the fish's own frame (up to rotation and reflection: turned over still counts), and of
+the same size and compactness within a quarter, as one specimen seen from one height is.
+The background cut is found in the data, among pairs known to be different specimens:
+each of a sample of photos is scored against its nearest photos of other species, picked
+as candidates are (some were shot in the same place), and the cut is the score one such
+pair in 500 reaches, capped at 0.2 (the cap alone with one species). The fish cut is the
+score a quarter of random pairs of one species reach; a background that matches twice
+as well as its cut allows fish twice as different. Both cuts scale with ``threshold``.
+
+Every candidate pair, of either kind, is put as its score over its cut; groups are the
+connected components of the pairs under ``threshold``, and a group that holds too much of
+its species is split at a tighter one.
 """
 
 from __future__ import annotations
@@ -110,6 +117,10 @@ _SCENE_PIXELS = 48 * 64
 _SCENE_DETAIL = 1 / 64  # Gaussian sigma of the detail kept
 _SCENE_SHADING = 4 / 64  # and of the shading removed
 _SCENE_FISH_MARGIN = 2 / 64  # the fish is left out with this margin (its shadow)
+_SCENE_CORNER_MARGIN = 2 / 64  # and black corners with this one (their blurred edge)
+# Date stamps (saturated yellow, OpenCV HSV) sit in the same corner of every photo: left out.
+_STAMP_HSV = ((20, 120, 150), (35, 255, 255))
+_STAMP_MARGIN = 1 / 64
 _SCENE_EPS = 0.05  # added to RGB in [0,1] before the log: dark pixels carry no ratio
 _SCENE_SHIFT = 0.2  # the largest shift tried, as a fraction of each side
 _SCENE_MIN_OVERLAP = 0.5  # of the smaller background, compared at that shift
@@ -117,12 +128,12 @@ _SCENE_THUMB = (16, 12)  # thumbnail for the candidates, and its blur (of the wo
 _SCENE_THUMB_BLUR = 3 / 64
 _SCENE_NEIGHBOURS = 10  # candidates per image, outside its own copies
 _SCENE_RANDOM = 2  # random partners per image, for the fish cut
-# The background cut: a quantile of scores of different-species pairs (a sample of them),
-# kept within a range, and the one used when there are no other species.
-_SCENE_NULL_PAIRS = 5000
+# The background cut: a quantile of the scores between sampled photos and their nearest
+# photos of other species (found as candidates are), capped; the cap alone without them.
+_SCENE_NULL_PHOTOS = 500
 _SCENE_NULL_QUANTILE = 0.002
-_SCENE_CUT_RANGE = (0.05, 0.25)
-_SCENE_FALLBACK_CUT = 0.2
+_SCENE_MAX_CUT = 0.2
+_SCENE_MIN_CUT = 0.01  # even when unrelated photos match closely, near-copies still link
 # The fish: compared inside the mask (a filled ellipse reaches 2 whitened units); the cut
 # is this quantile of random same-species pairs' scores.
 _FISH_INSIDE_RADII = np.linspace(0.3, 2.2, 10)
@@ -180,7 +191,7 @@ def candidate_links(
     copied = scores < threshold * cut
     log.info("copies: cut %.2e, %d of %d candidate pairs", threshold * cut, copied.sum(), len(scores))
     copies = _components(len(images), first, second, copied)
-    scene_first, scene_second, scene_ratio = scene_ratios(images, masks, species, copies)
+    scene_first, scene_second, scene_ratio = _scene_ratios(images, masks, species, copies)
     log.info("same scene: %d of %d candidate pairs", (scene_ratio < threshold).sum(), len(scene_ratio))
     return (
         np.concatenate([first, scene_first]),
@@ -288,56 +299,60 @@ def copy_cut(scores: np.ndarray) -> float:
     return float(np.clip(cut, *_CUT_RANGE))
 
 
-def scene_ratios(
+def _scene_ratios(
     images: np.ndarray, masks: np.ndarray, species: np.ndarray, copies: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Candidate same-scene pairs within each species, as (first, second, ratio).
 
     ``copies`` labels the copy groups already found: a photo's candidates are sought
-    outside its own. The ratio is the larger of background score over background cut and
-    fish score over fish cut: the pair is a near-duplicate when it is under the threshold.
+    outside its own. With b the background score over its cut and f the fish score over
+    its cut (infinite when the fish differ in size), the ratio is max(b, b * f): the pair
+    is a near-duplicate when it is under the threshold.
     """
     detail, valid = _scene_arrays(images, masks)
-    background_cut = scene_cut(detail, valid, species)
+    thumbs = _scene_thumbnails(detail, valid)
+    background_cut = _scene_cut(detail, valid, thumbs, species)
     found = []
     for name in np.unique(species):
         idx = np.flatnonzero(species == name)
         if len(idx) >= 2:
-            i, j, background, fish, random_fish = _species_scenes(
-                images[idx], masks[idx], detail[idx], valid[idx], copies[idx]
-            )
+            own = thumbs[idx]
+            near = _nearest_outside(own, own, copies[idx][:, None] == copies[idx][None, :])
+            i, j = _unique_pairs(*near, len(idx))
+            background = _scene_distances(detail[idx], valid[idx], i, j, all_at_once=True)
+            fish, random_fish = _fish_distances(images[idx], masks[idx], i, j)
             found.append((idx[i], idx[j], background, fish, random_fish))
     if not found:
         empty = np.zeros(0, np.int64)
         return empty, empty, np.zeros(0, np.float32)
     first, second, background, fish, random_fish = (np.concatenate(x) for x in zip(*found, strict=True))
     finite = random_fish[np.isfinite(random_fish)]
-    fish_cut = float(np.quantile(finite, _FISH_CUT_QUANTILE)) if len(finite) else 0.0
-    log.info(
-        "same scene: background cut %.3f, fish cut %.2e, %d candidate pairs",
-        background_cut,
-        fish_cut,
-        len(first),
-    )
-    ratio = np.maximum(background / background_cut, fish / max(fish_cut, 1e-12))
+    fish_cut = max(float(np.quantile(finite, _FISH_CUT_QUANTILE)), 1e-12) if len(finite) else 1e-12
+    log.info("same scene: background cut %.3f, fish cut %.2e", background_cut, fish_cut)
+    # The background must be under its cut, and the fish under theirs divided by how far
+    # the background is under its own: a background that matches twice as well allows
+    # fish twice as different (exposure and turning over change a fish's look).
+    ratio = background / background_cut
+    ratio = np.where(np.isfinite(fish), np.maximum(ratio, ratio * fish / fish_cut), np.inf)
     return first, second, ratio.astype(np.float32)
 
 
-def scene_cut(detail: np.ndarray, valid: np.ndarray, species: np.ndarray) -> float:
+def _scene_cut(detail: np.ndarray, valid: np.ndarray, thumbs: np.ndarray, species: np.ndarray) -> float:
     """The background score below which two photos count as one scene, from the data.
 
-    Pairs of different species show different specimens, some of them shot in the same
-    place on the same day: the cut is the score only one in a thousand of them reaches,
-    over a seeded sample, within bounds. Without two species the fixed cut is used.
+    Photos of different species show different specimens, some of them shot in the same
+    place: each of a seeded sample of photos is scored against its nearest photos of other
+    species, picked as candidates are, and the cut is the score that one such pair in 500
+    reaches, within [_SCENE_MIN_CUT, _SCENE_MAX_CUT] (the upper bound alone with one species).
     """
     n = len(species)
+    if len(np.unique(species)) < 2:
+        return _SCENE_MAX_CUT
     rng = np.random.default_rng(n)
-    i, j = rng.integers(0, n, _SCENE_NULL_PAIRS), rng.integers(0, n, _SCENE_NULL_PAIRS)
-    other = species[i] != species[j]
-    if other.sum() < 100:
-        return _SCENE_FALLBACK_CUT
-    scores = _scene_distances(detail, valid, i[other], j[other])
-    return float(np.clip(np.quantile(scores, _SCENE_NULL_QUANTILE), *_SCENE_CUT_RANGE))
+    sample = np.sort(rng.choice(n, min(n, _SCENE_NULL_PHOTOS), replace=False))
+    i, j = _nearest_outside(thumbs[sample], thumbs, species[sample][:, None] == species[None, :])
+    scores = _scene_distances(detail, valid, sample[i], j)
+    return min(max(float(np.quantile(scores, _SCENE_NULL_QUANTILE)), _SCENE_MIN_CUT), _SCENE_MAX_CUT)
 
 
 def pair_quality(pred: Sequence[int], true: Sequence[int]) -> tuple[float, float]:
@@ -426,38 +441,64 @@ def _prepare(images: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 def _scene_arrays(images: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Background detail (N,h,w) and where it is valid (N,h,w, 0 or 1), at scene work size.
+    """Background detail (N,2,h,w) and where it is valid (N,h,w uint8, 0 or 1), at scene work size.
 
-    The detail is log(blue/red), band-passed and zero-mean over the valid part, which is
-    what the fish (with a margin for its shadow) and black corners leave. The band-pass
-    averages only over valid pixels, so the bright fish does not bleed into its
-    surroundings.
+    Two channels: log(blue/red), which exposure does not change, and log brightness,
+    each band-passed and zero-mean over the valid part: what the fish (with a margin for
+    its shadow), black corners and the date stamp leave. The band-pass averages only over
+    valid pixels, so the bright fish does not bleed into its surroundings.
     """
     n, h, w = masks.shape
     scale = min(1.0, np.sqrt(_SCENE_PIXELS / (h * w)))
     size = (max(8, round(w * scale)), max(8, round(h * scale)))
-    reach = 2 * round(_SCENE_FISH_MARGIN * size[0]) + 1
-    margin = np.ones((reach, reach), np.uint8)
-    detail = np.empty((n, size[1], size[0]), np.float32)
-    valid = np.empty_like(detail)
+
+    def margin(fraction: float) -> np.ndarray:
+        reach = 2 * round(fraction * size[0]) + 1
+        return np.ones((reach, reach), np.uint8)
+
+    detail = np.empty((n, 2, size[1], size[0]), np.float32)
+    valid = np.empty((n, size[1], size[0]), np.uint8)
     black_top = (_BLACK_LEVEL - 1,) * 3
     for k in range(n):
         image = np.ascontiguousarray(images[k], dtype=np.uint8)
-        small = cv2.resize(image, size, interpolation=cv2.INTER_AREA).astype(np.float32) / 255 + _SCENE_EPS
-        ratio = np.log(small[..., 2] / small[..., 0])
-        fish = cv2.resize(
-            cv2.compare(np.ascontiguousarray(masks[k]), 0, cv2.CMP_GT), size, interpolation=cv2.INTER_AREA
+        fish = cv2.compare(np.ascontiguousarray(masks[k]), 0, cv2.CMP_GT)
+        black = cv2.inRange(image, (0, 0, 0), black_top)
+        stamp = cv2.inRange(cv2.cvtColor(image, cv2.COLOR_RGB2HSV), *_STAMP_HSV)
+        left_out = (
+            cv2.dilate(cv2.resize(fish, size, interpolation=cv2.INTER_AREA), margin(_SCENE_FISH_MARGIN))
+            | cv2.dilate(cv2.resize(black, size, interpolation=cv2.INTER_AREA), margin(_SCENE_CORNER_MARGIN))
+            | cv2.dilate(cv2.resize(stamp, size, interpolation=cv2.INTER_AREA), margin(_STAMP_MARGIN))
         )
-        black = cv2.resize(cv2.inRange(image, (0, 0, 0), black_top), size, interpolation=cv2.INTER_AREA)
-        left_out = cv2.dilate(fish, margin) | cv2.dilate(black, np.ones((3, 3), np.uint8))
         v = (left_out == 0).astype(np.float32)
-        band = _masked_blur(ratio, v, _SCENE_DETAIL * size[0]) - _masked_blur(
-            ratio, v, _SCENE_SHADING * size[0]
+        small = np.log(
+            cv2.resize(image, size, interpolation=cv2.INTER_AREA).astype(np.float32) / 255 + _SCENE_EPS
         )
-        band *= v
-        band -= v * (band.sum() / max(v.sum(), 1.0))
-        detail[k], valid[k] = band, v
+        for c, values in enumerate((small[..., 2] - small[..., 0], small.mean(-1))):
+            band = _masked_blur(values, v, _SCENE_DETAIL * size[0])
+            band -= _masked_blur(values, v, _SCENE_SHADING * size[0])
+            band *= v
+            band -= v * (band.sum() / max(v.sum(), 1.0))
+            detail[k, c] = band
+        valid[k] = v
     return detail, valid
+
+
+def _scene_thumbnails(detail: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """A blurred thumbnail of each background's colour detail, unit length (N, 16*12)."""
+    n, _, h, w = detail.shape
+    size = (min(_SCENE_THUMB[0], w), min(_SCENE_THUMB[1], h))
+    sigma = _SCENE_THUMB_BLUR * w
+    thumbs = np.stack(
+        [
+            cv2.resize(
+                _masked_blur(d[0], v.astype(np.float32), sigma), size, interpolation=cv2.INTER_AREA
+            ).ravel()
+            for d, v in zip(detail, valid, strict=True)
+        ]
+    )
+    thumbs -= thumbs.mean(1, keepdims=True)
+    thumbs /= np.linalg.norm(thumbs, axis=1, keepdims=True) + 1e-9
+    return thumbs
 
 
 def _masked_blur(values: np.ndarray, weights: np.ndarray, sigma: float) -> np.ndarray:
@@ -467,100 +508,103 @@ def _masked_blur(values: np.ndarray, weights: np.ndarray, sigma: float) -> np.nd
     return num / np.maximum(den, 1e-3)
 
 
-def _scene_distances(detail: np.ndarray, valid: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """1 minus the best normalised cross-correlation of the backgrounds of pairs (i, j).
+def _scene_distances(
+    detail: np.ndarray, valid: np.ndarray, i: np.ndarray, j: np.ndarray, *, all_at_once: bool = False
+) -> np.ndarray:
+    """1 minus the best correlation of the backgrounds of pairs (i, j) at one shift.
 
-    Over all shifts up to _SCENE_SHIFT of each side where the overlap holds at least
-    _SCENE_MIN_OVERLAP of the smaller background. The overlap and the sums of a*a, b*b and
-    a*b over it are cross-correlations, one FFT product each; spectra are computed for
-    the images of each chunk of pairs, so memory stays bounded.
+    At each shift up to _SCENE_SHIFT of each side whose overlap holds at least
+    _SCENE_MIN_OVERLAP of the smaller background, both channels' normalised
+    cross-correlations over the overlap are taken and the smaller one counts: colour and
+    brightness must line up together. The overlap and the sums of a*a, b*b and a*b over it
+    are cross-correlations, one FFT product each. Spectra are computed once for all
+    images (``all_at_once``: one species' candidates, where each image is in many pairs)
+    or for the images of each chunk of pairs (a sample of pairs: memory stays bounded).
     """
-    n, h, w = detail.shape
+    h, w = detail.shape[-2:]
     dy, dx = int(_SCENE_SHIFT * h), int(_SCENE_SHIFT * w)
     # Padding by the largest shift keeps the circular correlation from wrapping.
     shape = (scipy.fft.next_fast_len(h + dy), scipy.fft.next_fast_len(w + dx))
     rows = np.r_[0 : dy + 1, shape[0] - dy : shape[0]]
     cols = np.r_[0 : dx + 1, shape[1] - dx : shape[1]]
     counts = valid.sum((1, 2))
+
+    def spectra(images: np.ndarray) -> np.ndarray:
+        # valid, the detail of both channels and its square: 5 spectra per image.
+        parts = np.concatenate(
+            [valid[images][:, None].astype(np.float32), detail[images], np.square(detail[images])], 1
+        )
+        return scipy.fft.rfft2(parts, s=shape, axes=(-2, -1))
+
+    every = spectra(np.arange(len(detail))) if all_at_once else None
     out = np.empty(len(i), np.float32)
     chunk = 128
     for start in range(0, len(i), chunk):
         a, b = i[start : start + chunk], j[start : start + chunk]
-        used, where = np.unique(np.concatenate([a, b]), return_inverse=True)
-        parts = np.stack([valid[used], detail[used], np.square(detail[used])], 1).astype(np.float32)
-        spec = scipy.fft.rfft2(parts, s=shape, axes=(-2, -1))
-        left, right = np.conj(spec[where[: len(a)]]), spec[where[len(a) :]]
-        # Overlap, sum of a^2 and of b^2 over it, and sum of ab, at every shift.
-        products = np.stack(
-            [
-                left[:, 0] * right[:, 0],
-                left[:, 2] * right[:, 0],
-                left[:, 0] * right[:, 2],
-                left[:, 1] * right[:, 1],
-            ],
-            1,
-        )
+        if every is None:
+            used, where = np.unique(np.concatenate([a, b]), return_inverse=True)
+            spec = spectra(used)
+            left, right = spec[where[: len(a)]], spec[where[len(a) :]]
+        else:
+            left, right = every[a], every[b]
+        np.conjugate(left, out=left)
+        # Overlap; then per channel the sums of a^2 and b^2 over it, and of ab.
+        pick = np.array([[0, 0], [3, 0], [0, 3], [1, 1], [4, 0], [0, 4], [2, 2]])
+        products = left[:, pick[:, 0]] * right[:, pick[:, 1]]
         # Inverse FFT along the rows first, keeping only the shifts wanted.
         sums = scipy.fft.irfft(scipy.fft.ifft(products, axis=-2)[..., rows, :], n=shape[1], axis=-1)[
             ..., cols
         ]
-        overlap, aa, bb, ab = sums[:, 0], sums[:, 1], sums[:, 2], sums[:, 3]
-        corr = ab / np.sqrt(np.maximum(aa * bb, 1e-12))
-        corr[overlap < _SCENE_MIN_OVERLAP * np.minimum(counts[a], counts[b])[:, None, None] - 0.5] = -1.0
+        corr = np.minimum(
+            sums[:, 3] / np.sqrt(np.maximum(sums[:, 1] * sums[:, 2], 1e-12)),
+            sums[:, 6] / np.sqrt(np.maximum(sums[:, 4] * sums[:, 5], 1e-12)),
+        )
+        corr[sums[:, 0] < _SCENE_MIN_OVERLAP * np.minimum(counts[a], counts[b])[:, None, None] - 0.5] = -1.0
         out[start : start + chunk] = 1 - corr.reshape(len(a), -1).max(1)
     return out
 
 
-def _species_scenes(
-    images: np.ndarray, masks: np.ndarray, detail: np.ndarray, valid: np.ndarray, copies: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Same-scene candidates (i < j) of one species: background and fish scores.
+def _fish_distances(
+    images: np.ndarray, masks: np.ndarray, i: np.ndarray, j: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """How alike the fish of pairs (i, j) of one species are, and of random pairs of it.
 
-    Also returns the fish scores of random pairs, from which the fish cut is found.
+    The fish are compared inside the mask in their own frame, over rotations and
+    reflections (turned over counts), by mean squared difference; pairs whose fish differ
+    in size or compactness score infinite. The random pairs' scores give the fish cut.
     """
     n = len(images)
-    i, j = _scene_candidates(detail, valid, copies)
     rng = np.random.default_rng(n)
     ri, rj = _unique_pairs(np.repeat(np.arange(n), _SCENE_RANDOM), rng.integers(0, n, n * _SCENE_RANDOM), n)
     channels, ok, weights = _prepare(images, masks)
     centres, frames, has_fish, geometry = _fish_frames(weights)
     fish = _Spectra(*_polar(channels, ok, centres, frames, _FISH_INSIDE_RADII, _FISH_ANGLES))
-    scores = np.full(len(i) + len(ri), np.inf, np.float32)
     fi, fj = np.concatenate([i, ri]), np.concatenate([j, rj])
+    scores = np.full(len(fi), np.inf, np.float32)
     both = has_fish[fi] & has_fish[fj]
     scores[both] = fish.best_msd(fi[both], fj[both])
     # The whitened frame forgets size; one specimen seen from one height keeps it.
     resized = (np.abs(geometry[i] - geometry[j]) >= _SCENE_GEOMETRY_TOLERANCE).any(1)
     scores[: len(i)][resized] = np.inf
-    return i, j, _scene_distances(detail, valid, i, j), scores[: len(i)], scores[len(i) :]
+    return scores[: len(i)], scores[len(i) :]
 
 
-def _scene_candidates(
-    detail: np.ndarray, valid: np.ndarray, copies: np.ndarray
+def _nearest_outside(
+    query: np.ndarray, pool: np.ndarray, excluded: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Each image's nearest neighbours by a blurred thumbnail of its background detail.
+    """Each query row's _SCENE_NEIGHBOURS nearest pool rows (unit vectors), skipping ``excluded``.
 
-    Its own copies are skipped: they are joined already, and with many copies per
-    photo they would take every place.
+    Returns (query index, pool index) pairs. ``excluded`` (queries x pool) marks pairs
+    not to make: a photo's own copies, which are joined already and would take every
+    place, or photos of its own species.
     """
-    n, h, w = detail.shape
-    size = (min(_SCENE_THUMB[0], w), min(_SCENE_THUMB[1], h))
-    sigma = _SCENE_THUMB_BLUR * w
-    thumbs = np.stack(
-        [
-            cv2.resize(_masked_blur(d, v, sigma), size, interpolation=cv2.INTER_AREA).ravel()
-            for d, v in zip(detail, valid, strict=True)
-        ]
-    )
-    thumbs -= thumbs.mean(1, keepdims=True)
-    thumbs /= np.linalg.norm(thumbs, axis=1, keepdims=True) + 1e-9
-    dist = 1 - thumbs @ thumbs.T
-    dist[copies[:, None] == copies[None, :]] = np.inf
-    k = min(_SCENE_NEIGHBOURS, n - 1)
-    nearest = np.argpartition(dist, k - 1, axis=1)[:, :k]
-    rows = np.repeat(np.arange(n), k)
-    keep = np.isfinite(dist[rows, nearest.ravel()])
-    return _unique_pairs(rows[keep], nearest.ravel()[keep], n)
+    dist = 1 - query @ pool.T
+    dist[excluded] = np.inf
+    k = min(_SCENE_NEIGHBOURS, pool.shape[0] - 1)
+    nearest = np.argpartition(dist, k - 1, axis=1)[:, :k].ravel()
+    rows = np.repeat(np.arange(len(query)), k)
+    keep = np.isfinite(dist[rows, nearest])
+    return rows[keep], nearest[keep]
 
 
 def _fish_frames(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
