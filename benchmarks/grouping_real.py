@@ -95,8 +95,12 @@ def main() -> None:
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     sizes = np.bincount(groups)
     largest = int(np.argmax(sizes))
-    print(f"{n} photos at {args.size[0]}x{args.size[1]}, threshold {args.threshold}: {wall:.1f} s wall, {cpu:.1f} s CPU")
-    print(f"groups {groups.max() + 1}, largest {sizes.max()} ({ids[int(np.flatnonzero(groups == largest)[0])]}...)")
+    print(
+        f"{n} photos at {args.size[0]}x{args.size[1]}, threshold {args.threshold}: {wall:.1f} s wall, {cpu:.1f} s CPU"
+    )
+    print(
+        f"groups {groups.max() + 1}, largest {sizes.max()} ({ids[int(np.flatnonzero(groups == largest)[0])]}...)"
+    )
 
     identical = pair_matrix(n, truth["="])
     sitting = pair_matrix(n, truth["="] + truth["~"])
@@ -106,11 +110,18 @@ def main() -> None:
         ("one sitting (= and ~)", sitting, unsure & ~sitting),
     ):
         precision, recall = quality(groups, same, ignored)
-        print(f"{name:>22}: pairwise precision {precision:.3f}, recall {recall:.3f} ({same.sum() // 2} pairs)")
+        print(
+            f"{name:>22}: pairwise precision {precision:.3f}, recall {recall:.3f} ({same.sum() // 2} pairs)"
+        )
     joined = np.triu(groups[:, None] == groups[None, :], 1)
-    print(f"{'unsure (?)':>22}: {(joined & unsure & ~sitting).sum()} of {(unsure & ~sitting).sum() // 2} pairs joined")
+    print(
+        f"{'unsure (?)':>22}: {(joined & unsure & ~sitting).sum()} of {(unsure & ~sitting).sum() // 2} pairs joined"
+    )
     wrong = np.argwhere(joined & ~sitting & ~unsure)
-    print(f"{'distinct':>22}: {len(wrong)} pairs joined" + "".join(f"\n    {ids[a]} + {ids[b]}" for a, b in wrong[:20]))
+    print(
+        f"{'distinct':>22}: {len(wrong)} pairs joined"
+        + "".join(f"\n    {ids[a]} + {ids[b]}" for a, b in wrong[:20])
+    )
 
     for kind in ("=", "~"):
         apart = [members for members in truth[kind] if len(set(groups[members])) > 1]

@@ -68,6 +68,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -169,7 +170,7 @@ def group_ids(
     if n == 0:
         return np.zeros(0, np.int64)
 
-    first, second, ratio = candidate_links(images, masks, species_arr, threshold=threshold)
+    first, second, ratio, _ = candidate_links(images, masks, species_arr, threshold=threshold)
     labels = _components(n, first, second, ratio < threshold)
     if max_group_fraction < 1:
         labels = _break_giants(labels, species_arr, first, second, ratio, threshold, max_group_fraction)
@@ -178,13 +179,21 @@ def group_ids(
     return np.argsort(np.argsort(first_at))[inverse].astype(np.int64)
 
 
+class Links(NamedTuple):
+    """Candidate pairs (first < second) and each one's score over its cut."""
+
+    first: np.ndarray
+    second: np.ndarray
+    ratio: np.ndarray  # linked when below the threshold
+    scene: np.ndarray  # True: a same-scene candidate; False: a copy candidate
+
+
 def candidate_links(
     images: np.ndarray, masks: np.ndarray, species: np.ndarray, *, threshold: float = DEFAULT_THRESHOLD
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> Links:
     """Every candidate pair, copies and same scene, with its score over its cut.
 
-    Returns (first, second, ratio); a pair is linked when its ratio is below
-    ``threshold``. Scene candidates are sought outside the copy groups at that threshold.
+    Scene candidates are sought outside the copy groups at ``threshold``.
     """
     first, second, scores = candidate_scores(images, masks, species)
     cut = copy_cut(scores)
@@ -193,10 +202,11 @@ def candidate_links(
     copies = _components(len(images), first, second, copied)
     scene_first, scene_second, scene_ratio = _scene_ratios(images, masks, species, copies)
     log.info("same scene: %d of %d candidate pairs", (scene_ratio < threshold).sum(), len(scene_ratio))
-    return (
+    return Links(
         np.concatenate([first, scene_first]),
         np.concatenate([second, scene_second]),
         np.concatenate([scores / cut, scene_ratio]).astype(np.float32),
+        np.repeat([False, True], [len(scores), len(scene_ratio)]),
     )
 
 
