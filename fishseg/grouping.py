@@ -362,6 +362,8 @@ def _scene_cut(detail: np.ndarray, valid: np.ndarray, thumbs: np.ndarray, specie
     sample = np.sort(rng.choice(n, min(n, _SCENE_NULL_PHOTOS), replace=False))
     i, j = _nearest_outside(thumbs[sample], thumbs, species[sample][:, None] == species[None, :])
     scores = _scene_distances(detail, valid, sample[i], j)
+    if len(scores) == 0:
+        return _SCENE_MAX_CUT
     return min(max(float(np.quantile(scores, _SCENE_NULL_QUANTILE)), _SCENE_MIN_CUT), _SCENE_MAX_CUT)
 
 
