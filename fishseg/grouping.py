@@ -129,6 +129,7 @@ _SCENE_THUMB = (16, 12)  # thumbnail for the candidates, and its blur (of the wo
 _SCENE_THUMB_BLUR = 3 / 64
 _SCENE_NEIGHBOURS = 10  # candidates per image, outside its own copies
 _SCENE_RANDOM = 2  # random partners per image, for the fish cut
+_SCENE_SPECTRA_AT_ONCE = 2000  # images whose spectra are kept at once (a species' candidates)
 # The background cut: a quantile of the scores between sampled photos and their nearest
 # photos of other species (found as candidates are), capped; the cap alone without them.
 _SCENE_NULL_PHOTOS = 500
@@ -548,7 +549,10 @@ def _scene_distances(
         )
         return scipy.fft.rfft2(parts, s=shape, axes=(-2, -1))
 
-    every = spectra(np.arange(len(detail))) if all_at_once else None
+    # Up to _SCENE_SPECTRA_AT_ONCE images (about 100 KB of spectra each) at once.
+    every = spectra(np.arange(len(detail))) if all_at_once and len(detail) <= _SCENE_SPECTRA_AT_ONCE else None
+    # Overlap; then per channel the sums of a^2 and b^2 over it, and of ab.
+    pick = np.array([[0, 0], [3, 0], [0, 3], [1, 1], [4, 0], [0, 4], [2, 2]])
     out = np.empty(len(i), np.float32)
     chunk = 128
     for start in range(0, len(i), chunk):
@@ -560,8 +564,6 @@ def _scene_distances(
         else:
             left, right = every[a], every[b]
         np.conjugate(left, out=left)
-        # Overlap; then per channel the sums of a^2 and b^2 over it, and of ab.
-        pick = np.array([[0, 0], [3, 0], [0, 3], [1, 1], [4, 0], [0, 4], [2, 2]])
         products = left[:, pick[:, 0]] * right[:, pick[:, 1]]
         # Inverse FFT along the rows first, keeping only the shifts wanted.
         sums = scipy.fft.irfft(scipy.fft.ifft(products, axis=-2)[..., rows, :], n=shape[1], axis=-1)[
@@ -808,7 +810,7 @@ def _break_giants(
                     break
             log.warning(
                 "species %r: one near-duplicate group held %d of %d images; split at cut %.1e "
-                "(largest part now %d): copies may be hard to tell apart here",
+                "(largest part now %d): near-duplicates may be hard to tell apart here",
                 name,
                 int(members.sum()),
                 size,
