@@ -23,6 +23,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
 from fishseg.fsutil import atomic_write_bytes
+from fishseg.training.history import HISTORY_COLUMNS
 
 # One palette for every figure, so train/val and the splits read the same everywhere.
 TRAIN_COLOR = "#1f77b4"
@@ -41,7 +42,6 @@ FP_RGB = (230, 0, 0)
 FN_RGB = (255, 215, 0)
 OVERLAY_ALPHA = 0.55
 
-HISTORY_COLUMNS = ("epoch", "lr", "train_loss", "train_iou", "train_dice", "val_loss", "val_iou", "val_dice")
 PER_SPECIES_COLUMNS = ("species", "n_images", "iou", "dice")
 INDEX_COLUMNS = ("species", "fg_frac", "split")
 
