@@ -25,6 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from fishseg.errors import FishsegError
+from fishseg.fsutil import encode_png
 from fishseg.sources.layout import SPECIES, image_dir, mask_dir
 
 log = logging.getLogger(__name__)
@@ -676,14 +677,10 @@ def generate(
                 for c, tf in enumerate(transforms):
                     name = f"{numbers[p * copies_per_photo + c] + 1:05d}.png"
                     ti, tm = apply_transform(img, mask, tf)
-                    _write_png(img_dir / name, cv2.cvtColor(ti, cv2.COLOR_RGB2BGR))
-                    _write_png(msk_dir / name, tm)
+                    # Plain writes: the whole folder is renamed into place once complete.
+                    (img_dir / name).write_bytes(encode_png(ti))
+                    (msk_dir / name).write_bytes(encode_png(tm))
                     records.append(SyntheticRecord(sp, name, p, tf))
                 bar.update(1)
     log.info("wrote %d synthetic pairs", len(records))
     return records
-
-
-def _write_png(path: Path, arr: np.ndarray) -> None:
-    if not cv2.imwrite(str(path), arr):
-        raise FishsegError(f"could not write {path}")
