@@ -66,7 +66,7 @@ def pipeline_epoch(model, loader, epoch, params, forward: Forward) -> float:
     loader.sampler.set_epoch(epoch)
     synchronize(forward.device)
     started = time.perf_counter()
-    train_one_epoch(engine, loader, EpochMeter(forward.device), first_step=0, stop=StopFlag(), bar=False)
+    train_one_epoch(engine, loader, EpochMeter(forward.device), first_step=0, stop=StopFlag(), show_bar=False)
     synchronize(forward.device)
     return time.perf_counter() - started
 

@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class EpochLoop:
+    """The remaining epochs of one run; ``progress`` says where the run stands and is what resumes."""
+
     engine: Engine
     train_loader: DataLoader
     val_loader: DataLoader
@@ -32,14 +34,14 @@ class EpochLoop:
     save_best: Callable[[nn.Module], None]  # writes models/model
     settings: TrainParams
     progress: Progress
-    bar: bool = True  # progress bars (rank 0)
+    show_bar: bool = True  # progress bars (rank 0)
 
     def run(self, stop: StopFlag, resumed_sums: torch.Tensor | None = None) -> None:
         """Train the remaining epochs; raise :class:`Interrupted`, state saved, when a signal stops a step."""
         while self.progress.epoch < self.settings.epochs:
             train_meter = self.train_epoch(stop, resumed_sums)
             resumed_sums = None
-            val_meter = self.validate()
+            val_meter = self.validate_epoch()
             if self.close_epoch(train_meter.result(), val_meter.result()):
                 log.info("early stopping: no val IoU gain in %d epochs", self.settings.patience)
                 break
@@ -52,7 +54,7 @@ class EpochLoop:
         if resumed_sums is not None and d.is_main:
             meter.sums += resumed_sums.to(self.engine.device)  # already summed over ranks: added once
         stopped_at = train_one_epoch(
-            self.engine, self.train_loader, meter, first_step=prog.step, stop=stop, bar=self.bar
+            self.engine, self.train_loader, meter, first_step=prog.step, stop=stop, show_bar=self.show_bar
         )
         meter.reduce_from_all_processes()
         if stopped_at is not None:
@@ -65,7 +67,7 @@ class EpochLoop:
             )
         return meter
 
-    def validate(self) -> EpochMeter:
+    def validate_epoch(self) -> EpochMeter:
         # Every rank validates (and rank 0 saves) the model with rank 0's batch-norm statistics.
         distributed.sync_buffers(self.engine.model, self.engine.dist)
         # The plain model: each rank scores its own shard, with no DDP collectives in between.

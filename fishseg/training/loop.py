@@ -18,7 +18,7 @@ from fishseg.training.signals import StopFlag
 
 
 def train_one_epoch(
-    engine: Engine, loader: DataLoader, meter: EpochMeter, *, first_step: int, stop: StopFlag, bar: bool
+    engine: Engine, loader: DataLoader, meter: EpochMeter, *, first_step: int, stop: StopFlag, show_bar: bool
 ) -> int | None:
     """Optimizer steps from ``first_step`` to the epoch's end; the step reached if a stop signal came first."""
     set_train_mode(engine.net)
@@ -28,7 +28,8 @@ def train_one_epoch(
     step = first_step
     engine.optimizer.zero_grad(set_to_none=True)
     steps = math.ceil(total / micro)
-    with tqdm(total=steps, initial=step, desc="train", unit="step", leave=False, disable=not bar) as progress:
+    bar = tqdm(total=steps, initial=step, desc="train", unit="step", leave=False, disable=not show_bar)
+    with bar:
         for i, (images, masks) in enumerate(loader, start=done):
             masks = masks.to(engine.device, non_blocking=True).float()
             last_micro = (i + 1) % micro == 0 or i + 1 == total  # this micro-batch completes a step
@@ -45,7 +46,7 @@ def train_one_epoch(
             engine.optimizer.zero_grad(set_to_none=True)  # free the gradients now, not at the next backward
             engine.after_step()  # per-step schedules move on; plateau waits for the epoch's val IoU
             step += 1
-            progress.update(1)
+            bar.update(1)
             if distributed.broadcast_flag(bool(stop), engine.dist):  # every rank stops after the same step
                 return step
     return None
