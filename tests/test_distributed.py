@@ -115,7 +115,6 @@ def test_two_processes_train_like_one_with_twice_the_batch(ddp_run, tmp_path):
         ),
     )
     assert meter.result()["iou"] == pytest.approx(result["best_val_iou"], abs=1e-5)
-    assert meter.result()["loss"] == pytest.approx(result["best_val_loss"], abs=1e-5)
 
     # The same items per step as 1 process x 4 images: close, not equal (batch-norm
     # statistics and the Dice term are per process).
@@ -125,6 +124,8 @@ def test_two_processes_train_like_one_with_twice_the_batch(ddp_run, tmp_path):
     one = pd.read_csv(single.plots_dir / "train" / "history.csv")
     assert np.allclose(ddp["lr"], one["lr"])
     assert np.allclose(ddp["train_loss"], one["train_loss"], rtol=0.05)
+    # Both learn the blobs: train IoU well past half by epoch 2 (one process: 0.72 here).
+    assert ddp["train_iou"].iloc[-1] > 0.5 and one["train_iou"].iloc[-1] > 0.5
 
 
 @pytest.mark.slow
