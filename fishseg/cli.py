@@ -36,7 +36,6 @@ def offline_env() -> None:
 def run_stage(
     description: str,
     body: Callable[[Params, Paths, argparse.Namespace], None],
-    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
     argv: list[str] | None = None,
 ) -> int:
     """Parse ``--params``/``-v``, load params, run ``body``; exit 2 with one line on user errors."""
@@ -48,8 +47,6 @@ def run_stage(
         "--root", type=Path, default=None, help="project root (default: the directory holding dvc.yaml)"
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    if add_arguments:
-        add_arguments(parser)
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
     offline_env()

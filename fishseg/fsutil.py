@@ -9,7 +9,12 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from fishseg.errors import FishsegError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def _current_umask() -> int:
@@ -47,6 +52,22 @@ def atomic_write_text(path: Path, text: str) -> None:
 def atomic_write_json(path: Path, obj: Any) -> None:
     """Stable JSON (sorted keys, 2-space indent, trailing newline) so diffs stay small."""
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """PNG bytes of an RGB (H,W,3) or single-channel (H,W) uint8 image."""
+    import cv2  # heavy: only the stages that write images pay for it
+
+    pixels = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
+    ok, data = cv2.imencode(".png", pixels)
+    if not ok:
+        raise FishsegError(f"cannot encode a {image.dtype} image of shape {image.shape} as PNG")
+    return data.tobytes()
+
+
+def atomic_write_png(path: Path, image: np.ndarray) -> None:
+    """``image`` (RGB or single-channel uint8) as a PNG file, written atomically."""
+    atomic_write_bytes(path, encode_png(image))
 
 
 @contextlib.contextmanager

@@ -20,6 +20,9 @@ from fishseg.errors import FishsegError
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
+# The loss names ``train.loss`` accepts (fishseg.training.losses builds each).
+LossName = Literal["dice_bce", "dice", "bce", "focal_dice"]
+
 
 class SyntheticParams(BaseModel):
     model_config = _STRICT
@@ -89,7 +92,7 @@ class TrainParams(BaseModel):
     batch_size: int = Field(8, ge=1, le=4096)
     lr: float = Field(2e-3, gt=0.0, le=10.0)
     weight_decay: float = Field(1e-4, ge=0.0, le=1.0)
-    loss: Literal["dice_bce", "dice", "bce", "focal_dice"] = "dice_bce"
+    loss: LossName = "dice_bce"
     scheduler: Literal["cosine", "onecycle", "plateau", "none"] = "cosine"
     warmup_epochs: int = Field(1, ge=0)
     seed: int = 0

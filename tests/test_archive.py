@@ -10,7 +10,8 @@ import pytest
 
 from fishseg.errors import FishsegError
 from fishseg.sources.archive import FolderTree, TarTree, ZipTree, _Capped, member_path, open_tree
-from tests._fishdata import write
+
+from .helpers import write
 
 ARCHIVE = Path("a.zip")
 

@@ -30,7 +30,8 @@ from fishseg.params import DataParams
 from fishseg.sources.fetch import fetch
 from fishseg.sources.kaggle import KaggleCredentials, config_dir, find_credentials, parse_dataset, redact
 from fishseg.sources.layout import image_dir
-from tests._fishdata import assert_untouched, fish_dataset, image_bytes, make_good_raw, write, zip_tree
+
+from .helpers import assert_untouched, fish_dataset, image_bytes, make_good_raw, write, zip_tree
 
 USER = "fish-user"
 KEY = "0123456789abcdef-fake-kaggle-key"

@@ -20,15 +20,13 @@ from fishseg.params import Params
 from fishseg.serve.predict import collect_inputs, main, output_stems
 from fishseg.tracking import store as tracking
 
-from ._trained import trained_model_dir
-
 SIZES = {"a.png": (45, 61), "b.jpg": (120, 90), "deep/a.png": (33, 200), "deep/c.bmp": (64, 64)}
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
+def model_dir(trained):
     """``models/model`` from a tiny real training run."""
-    return trained_model_dir(tmp_path_factory)
+    return trained.paths.model_dir
 
 
 @pytest.fixture(scope="module")

@@ -12,18 +12,18 @@ import torch
 from mlflow.models import infer_signature
 
 from fishseg.model.inference import InferenceModel
-from fishseg.params import Params, ParamsError, parse_params
+from fishseg.params import ParamsError, parse_params
 from fishseg.tracking import store as tracking
 from fishseg.tracking.registry import CHAMPION, SCORE_TAG, maybe_register
+
+from .helpers import tiny
 
 
 @pytest.fixture(scope="module")
 def shared_store(tmp_path_factory):
     """One SQLite store for the module (creating one takes seconds); each test uses its own names."""
     root = tmp_path_factory.mktemp("registry")
-    params = Params.model_validate(
-        {"mlflow": {"tracking_uri": f"sqlite:///{root / 'mlflow.db'}", "log_model": True}}
-    )
+    params = tiny(mlflow={"tracking_uri": f"sqlite:///{root / 'mlflow.db'}", "log_model": True})
     experiment_id = tracking.setup(params.mlflow, root)
     return params, mlflow.MlflowClient(params.mlflow.tracking_uri), experiment_id
 
@@ -34,8 +34,8 @@ def store(shared_store, request):
     params, client, experiment_id = shared_store
     tracking.use_store(params.mlflow, Path("."))  # another module may have moved MLflow elsewhere
     name = request.node.name.replace("_", "-")
-    mlflow_params = params.mlflow.model_copy(update={"register_model": name})
-    return params.model_copy(update={"mlflow": mlflow_params}), client, experiment_id, name
+    mlflow_params = {"tracking_uri": params.mlflow.tracking_uri, "log_model": True, "register_model": name}
+    return tiny(mlflow=mlflow_params), client, experiment_id, name
 
 
 def _run_with_model(experiment_id: str, log_model: bool = True) -> str:
@@ -110,7 +110,7 @@ def test_a_champion_chosen_by_hand_stays(store, caplog):
 
 def test_nothing_to_register(store, caplog):
     params, client, experiment_id, name = store
-    off = params.model_copy(update={"mlflow": params.mlflow.model_copy(update={"register_model": None})})
+    off = tiny(mlflow={"tracking_uri": params.mlflow.tracking_uri, "log_model": True})
     assert maybe_register(off, _run_with_model(experiment_id, log_model=False), 0.9) is None
     with caplog.at_level(logging.WARNING, logger="fishseg"):
         assert maybe_register(params, _run_with_model(experiment_id, log_model=False), 0.9) is None

@@ -20,7 +20,8 @@ from fishseg.errors import FishsegError
 from fishseg.params import DataParams
 from fishseg.sources.fetch import check_layout, detect, fetch
 from fishseg.sources.layout import image_dir, mask_dir
-from tests._fishdata import (
+
+from .helpers import (
     assert_untouched,
     fish_dataset,
     generic_dataset,

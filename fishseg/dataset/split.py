@@ -7,6 +7,7 @@ arrays (``fishseg.dataset.arrays``) memory-mapped, with no image decoding on the
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,7 +15,7 @@ from tqdm import tqdm
 
 from fishseg.dataset.arrays import save_split
 from fishseg.dataset.grouping import group_ids
-from fishseg.dataset.index import Problem, decode_pairs, make_ids, scan_pairs
+from fishseg.dataset.index import DecodedPair, Problem, decode_pairs, make_ids, scan_pairs
 from fishseg.dataset.splitting import assign_splits
 from fishseg.errors import FishsegError
 from fishseg.fsutil import atomic_dir, atomic_write_json, atomic_write_text
@@ -40,7 +41,6 @@ def prepare(data: DataParams, split: SplitParams, paths: Paths, progress: bool =
     problems = list(scan.problems)
     height, width = data.image_size
     n = len(scan.pairs)
-    rows: list[dict] = []
 
     with atomic_dir(paths.prepared_dir) as tmp:
         all_images = np.lib.format.open_memmap(
@@ -48,53 +48,13 @@ def prepare(data: DataParams, split: SplitParams, paths: Paths, progress: bool =
         )
         all_masks = np.lib.format.open_memmap(tmp / "_masks.npy", "w+", np.uint8, (max(n, 1), height, width))
         decoded = decode_pairs(scan.pairs, data.image_size, problems)
+        rows = []
         for item in tqdm(decoded, total=n, desc="decode+resize", unit="pair", disable=not progress):
-            k = len(rows)
-            all_images[k] = item.image
-            all_masks[k] = item.mask
-            rows.append(
-                {
-                    "species": item.species,
-                    "image": item.image_path.relative_to(paths.root).as_posix(),
-                    "mask": item.mask_path.relative_to(paths.root).as_posix(),
-                    "width": item.width,
-                    "height": item.height,
-                    "fg_frac": round(item.fg_frac, 6),
-                }
-            )
-
-        report = {
-            "pairs_found": n,
-            "valid": len(rows),
-            "on_invalid": data.on_invalid,
-            "problems": [vars(p) for p in problems],
-        }
-        atomic_write_json(paths.validation_json, report)
-        if problems and data.on_invalid == "error":
-            raise FishsegError(
-                f"{len(problems)} problem(s) in {paths.raw_dir}:\n{_problem_report(problems)}\n"
-                "Fix or remove these files, or set data.on_invalid: skip to drop them "
-                "(they are then counted in metrics/data.json)."
-            )
-        if problems:
-            log.warning(
-                "skipping %d bad file(s) (data.on_invalid: skip):\n%s",
-                len(problems),
-                _problem_report(problems),
-            )
-        if not rows:
-            raise FishsegError(f"{paths.raw_dir}: no valid image/mask pairs; check data.source")
-
-        index = pd.DataFrame(rows)
-        index.insert(0, "id", make_ids(index))
-        duplicated = index["id"][index["id"].duplicated()].tolist()
-        if duplicated:
-            raise FishsegError(
-                f"duplicate ids {duplicated[:5]}: two images share a species and file stem "
-                "(e.g. x.png and x.jpg); rename or remove one"
-            )
-        count = len(index)
-        images, masks = all_images[:count], all_masks[:count]
+            all_images[len(rows)], all_masks[len(rows)] = item.image, item.mask
+            rows.append(_index_row(item, paths.root))
+        _report_problems(paths, data.on_invalid, n, len(rows), problems)
+        index = _index_frame(rows)
+        images, masks = all_images[: len(index)], all_masks[: len(index)]
         index["group"] = group_ids(images, masks, index["species"].tolist(), threshold=split.group_threshold)
         index["split"] = assign_splits(
             index["species"],
@@ -104,12 +64,7 @@ def prepare(data: DataParams, split: SplitParams, paths: Paths, progress: bool =
             seed=split.seed,
             strategy=split.strategy,
         )
-        for name in SPLITS:
-            sel = np.flatnonzero(index["split"].to_numpy() == name)
-            out = tmp / name
-            out.mkdir()
-            save_split(out, images[sel], masks[sel], index["id"].iloc[sel].tolist())
-            log.info("%s: %d pairs", name, len(sel))
+        _write_splits(tmp, index, images, masks)
         del all_images, all_masks, images, masks
         (tmp / "_images.npy").unlink()
         (tmp / "_masks.npy").unlink()
@@ -117,3 +72,60 @@ def prepare(data: DataParams, split: SplitParams, paths: Paths, progress: bool =
     index = index[INDEX_COLUMNS]
     atomic_write_text(paths.index_csv, index.to_csv(index=False))
     return index
+
+
+def _index_row(item: DecodedPair, root: Path) -> dict:
+    return {
+        "species": item.species,
+        "image": item.image_path.relative_to(root).as_posix(),
+        "mask": item.mask_path.relative_to(root).as_posix(),
+        "width": item.width,
+        "height": item.height,
+        "fg_frac": round(item.fg_frac, 6),
+    }
+
+
+def _report_problems(paths: Paths, on_invalid: str, found: int, valid: int, problems: list[Problem]) -> None:
+    """Write ``data/validation.json``; stop on problems (``on_invalid: error``) or on no valid pair."""
+    report = {
+        "pairs_found": found,
+        "valid": valid,
+        "on_invalid": on_invalid,
+        "problems": [vars(p) for p in problems],
+    }
+    atomic_write_json(paths.validation_json, report)
+    if problems and on_invalid == "error":
+        raise FishsegError(
+            f"{len(problems)} problem(s) in {paths.raw_dir}:\n{_problem_report(problems)}\n"
+            "Fix or remove these files, or set data.on_invalid: skip to drop them "
+            "(they are then counted in metrics/data.json)."
+        )
+    if problems:
+        log.warning(
+            "skipping %d bad file(s) (data.on_invalid: skip):\n%s",
+            len(problems),
+            _problem_report(problems),
+        )
+    if not valid:
+        raise FishsegError(f"{paths.raw_dir}: no valid image/mask pairs; check data.source")
+
+
+def _index_frame(rows: list[dict]) -> pd.DataFrame:
+    """One row per valid pair with its id (``<species>/<stem>``, unique or an error)."""
+    index = pd.DataFrame(rows)
+    index.insert(0, "id", make_ids(index))
+    duplicated = index["id"][index["id"].duplicated()].tolist()
+    if duplicated:
+        raise FishsegError(
+            f"duplicate ids {duplicated[:5]}: two images share a species and file stem "
+            "(e.g. x.png and x.jpg); rename or remove one"
+        )
+    return index
+
+
+def _write_splits(out_dir: Path, index: pd.DataFrame, images: np.ndarray, masks: np.ndarray) -> None:
+    for name in SPLITS:
+        sel = np.flatnonzero(index["split"].to_numpy() == name)
+        (out_dir / name).mkdir()
+        save_split(out_dir / name, images[sel], masks[sel], index["id"].iloc[sel].tolist())
+        log.info("%s: %d pairs", name, len(sel))

@@ -11,7 +11,6 @@ the plot stage draws from.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -27,11 +26,11 @@ from fishseg.device import resolve_precision, select_device
 from fishseg.errors import FishsegError
 from fishseg.evaluation.metrics import scores, summarize
 from fishseg.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text
-from fishseg.model.inference import read_preprocessing
-from fishseg.model.io import load_model
-from fishseg.model.normalize import Normalizer
+from fishseg.model.forward import Forward
+from fishseg.model.inference import load_inference_model
 from fishseg.params import Params
 from fishseg.paths import Paths
+from fishseg.tracking.runs import read_run_id
 
 log = logging.getLogger(__name__)
 
@@ -71,30 +70,27 @@ def per_species_table(species: list[str], counts: np.ndarray) -> pd.DataFrame:
 
 @torch.no_grad()
 def predict_probs(
-    model: torch.nn.Module,
+    net: torch.nn.Module,
+    forward: Forward,
     split: PreparedSplit,
-    normalizer: Normalizer,
     *,
-    device: torch.device,
-    amp_dtype: torch.dtype | None,
     batch_size: int,
     tta: bool,
     progress: bool,
 ) -> np.ndarray:
     """Fish probabilities (N,H,W) at the training size; with ``tta``, averaged over flips."""
-    model.eval()
+    net.eval()
     out = np.empty(split.masks.shape, dtype=np.float32)
+    views = [(), (3,), (2,)] if tta else [()]
     for start in tqdm(range(0, len(split), batch_size), desc="predict", unit="batch", disable=not progress):
         images = torch.from_numpy(
             np.asarray(split.images[start : start + batch_size]).transpose(0, 3, 1, 2).copy()
         )
-        x = normalizer(images.to(device))
-        views = [(), (3,), (2,)] if tta else [()]
-        total = torch.zeros((x.shape[0], 1, *x.shape[2:]), device=device)
+        total = torch.zeros((images.shape[0], 1, *images.shape[2:]), device=forward.device)
         for dims in views:
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                logits = model(torch.flip(x, dims) if dims else x).float()
-            total += torch.flip(torch.sigmoid(logits), dims) if dims else torch.sigmoid(logits)
+            # Normalisation is per pixel, so flipping before it equals flipping after.
+            probs = torch.sigmoid(forward(net, torch.flip(images, dims) if dims else images))
+            total += torch.flip(probs, dims) if dims else probs
         out[start : start + batch_size] = (total / len(views))[:, 0].cpu().numpy()
     return out
 
@@ -178,17 +174,10 @@ def evaluate(params: Params, paths: Paths, *, progress: bool = True) -> dict[str
     if len(test) == 0:
         raise FishsegError("the test split is empty; raise split.test or add data")
     device = select_device(params.train.device)
-    pre = read_preprocessing(paths.model_dir)
-    model = load_model(paths.model_dir, device)
+    model, _ = load_inference_model(paths.model_dir, device)
+    forward = Forward(model.normalize, device, resolve_precision(params.train.precision, device))
     probs = predict_probs(
-        model,
-        test,
-        Normalizer(pre["mean"], pre["std"]).to(device),
-        device=device,
-        amp_dtype=resolve_precision(params.train.precision, device),
-        batch_size=params.train.batch_size,
-        tta=ep.tta,
-        progress=progress,
+        model.net, forward, test, batch_size=params.train.batch_size, tta=ep.tta, progress=progress
     )
     index = read_index(paths).set_index("id").loc[test.ids]
     species = index["species"].tolist()
@@ -221,8 +210,7 @@ def evaluate(params: Params, paths: Paths, *, progress: bool = True) -> dict[str
     if params.mlflow.register_model:
         from fishseg.tracking.registry import maybe_register
 
-        run_id = json.loads(paths.run_json.read_text())["run_id"] if paths.run_json.is_file() else None
-        maybe_register(params, run_id, metrics["iou"], root=paths.root)
+        maybe_register(params, read_run_id(paths.run_json), metrics["iou"], root=paths.root)
     return metrics
 
 
@@ -239,9 +227,8 @@ def _log_to_mlflow(params: Params, paths: Paths, metrics: dict[str, Any], per_sp
 
     from fishseg.tracking import store as tracking
 
-    run_id = json.loads(paths.run_json.read_text())["run_id"] if paths.run_json.is_file() else None
     experiment_id = tracking.setup(params.mlflow, paths.root)
-    with tracking.reopen_run(run_id, experiment_id, paths.root):
+    with tracking.reopen_run(read_run_id(paths.run_json), experiment_id, paths.root):
         mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items() if k != "n_images"})
         mlflow.log_metrics(
             {f"test_iou.{r.species.replace(' ', '_')}": r.iou for r in per_species.itertuples()}

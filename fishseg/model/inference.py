@@ -1,8 +1,10 @@
 """A trained model packaged for use: normalisation, network and sigmoid in one module.
 
 ``models/model`` holds smp's ``save_pretrained`` files plus ``preprocessing.json``
-(mean, std, training image size, threshold); :func:`load_inference_model` turns that
-directory into an :class:`InferenceModel` that maps raw RGB pixels to probabilities.
+(mean, std, training image size), written together by :func:`write_model_dir`;
+:func:`load_inference_model` turns that directory into an :class:`InferenceModel` that
+maps raw RGB pixels to probabilities. The threshold is not part of the model: the
+evaluate stage (``evaluate.threshold``) and ``predict --threshold`` choose it.
 """
 
 from __future__ import annotations
@@ -16,8 +18,11 @@ import torch
 from torch import nn
 
 from fishseg.errors import FishsegError
-from fishseg.model.io import load_model
+from fishseg.fsutil import atomic_dir, atomic_write_json
+from fishseg.model.io import load_model, save_model
 from fishseg.model.normalize import Normalizer
+
+PREPROCESSING_FILE = "preprocessing.json"
 
 
 class InferenceModel(nn.Module):
@@ -32,8 +37,19 @@ class InferenceModel(nn.Module):
         return torch.sigmoid(self.net(self.normalize(images)))
 
 
+def write_model_dir(
+    model_dir: Path, model: nn.Module, mean: list[float], std: list[float], image_size: tuple[int, int]
+) -> None:
+    """The network and its preprocessing record, replacing ``model_dir`` as a whole."""
+    with atomic_dir(model_dir) as tmp:
+        save_model(model, tmp)
+        atomic_write_json(
+            tmp / PREPROCESSING_FILE, {"mean": mean, "std": std, "image_size": list(image_size)}
+        )
+
+
 def read_preprocessing(model_dir: Path) -> dict:
-    path = Path(model_dir) / "preprocessing.json"
+    path = Path(model_dir) / PREPROCESSING_FILE
     if not path.is_file():
         raise FishsegError(f"{path}: missing; {model_dir} was not written by the train stage")
     return json.loads(path.read_text())

@@ -23,6 +23,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
 from fishseg.fsutil import atomic_write_bytes
+from fishseg.training.history import HISTORY_COLUMNS
 
 # One palette for every figure, so train/val and the splits read the same everywhere.
 TRAIN_COLOR = "#1f77b4"
@@ -41,7 +42,6 @@ FP_RGB = (230, 0, 0)
 FN_RGB = (255, 215, 0)
 OVERLAY_ALPHA = 0.55
 
-HISTORY_COLUMNS = ("epoch", "lr", "train_loss", "train_iou", "train_dice", "val_loss", "val_iou", "val_dice")
 PER_SPECIES_COLUMNS = ("species", "n_images", "iou", "dice")
 INDEX_COLUMNS = ("species", "fg_frac", "split")
 
@@ -160,11 +160,22 @@ def plot_curves(history: pd.DataFrame, out_png: Path, dpi: int) -> None:
     epochs = hist["epoch"].to_numpy()
     # Markers help when there are only a few epochs; on long runs they clutter.
     marker = "o" if len(hist) <= 30 else None
-    best_val = hist["val_iou"].to_numpy(dtype=float)
-    best_epoch = int(epochs[int(np.nanargmax(best_val))]) if np.isfinite(best_val).any() else None
-
     fig = _new_figure(11, 7.5)
     axes = fig.subplots(2, 2, sharex=True)
+    _score_panels(axes, hist, epochs, marker)
+    _lr_panel(axes[1, 1], epochs, hist["lr"].to_numpy(dtype=float), marker)
+    for ax in axes[1]:
+        ax.set_xlabel("epoch")
+    # Integer epoch ticks: fractional epochs mean nothing.
+    axes[1, 0].xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.suptitle(f"Training curves ({len(hist)} epochs)", fontsize=13)
+    _save(fig, out_png, dpi)
+
+
+def _score_panels(axes: Any, hist: pd.DataFrame, epochs: np.ndarray, marker: str | None) -> None:
+    """Loss, IoU and Dice (train solid, val) with the best val IoU epoch marked."""
+    best_val = hist["val_iou"].to_numpy(dtype=float)
+    best_epoch = int(epochs[int(np.nanargmax(best_val))]) if np.isfinite(best_val).any() else None
     panels = (
         (axes[0, 0], "loss", "Loss"),
         (axes[0, 1], "iou", "IoU"),
@@ -193,22 +204,16 @@ def plot_curves(history: pd.DataFrame, out_png: Path, dpi: int) -> None:
             arrowprops={"arrowstyle": "->", "color": "k", "lw": 0.8},
         )
 
-    ax_lr = axes[1, 1]
-    lr = hist["lr"].to_numpy(dtype=float)
-    ax_lr.plot(epochs, lr, color=LR_COLOR, marker=marker, ms=3)
-    ax_lr.set_title("Learning rate")
-    ax_lr.set_ylabel("lr")
+
+def _lr_panel(ax: Axes, epochs: np.ndarray, lr: np.ndarray, marker: str | None) -> None:
+    ax.plot(epochs, lr, color=LR_COLOR, marker=marker, ms=3)
+    ax.set_title("Learning rate")
+    ax.set_ylabel("lr")
     # A log scale only pays off when the schedule spans more than a decade.
     positive = lr[np.isfinite(lr) & (lr > 0)]
     if positive.size == lr.size and positive.size and positive.max() / positive.min() > 10:
-        ax_lr.set_yscale("log")
-    ax_lr.grid(True, alpha=0.3)
-    for ax in axes[1]:
-        ax.set_xlabel("epoch")
-    # Integer epoch ticks: fractional epochs mean nothing.
-    axes[1, 0].xaxis.set_major_locator(MaxNLocator(integer=True))
-    fig.suptitle(f"Training curves ({len(hist)} epochs)", fontsize=13)
-    _save(fig, out_png, dpi)
+        ax.set_yscale("log")
+    ax.grid(True, alpha=0.3)
 
 
 # --------------------------------------------------------------------------- predictions
@@ -410,21 +415,39 @@ def plot_dataset_overview(
 
     fig = _new_figure(13, max(4.5, 1.5 + 0.4 * len(counts)))
     ax_bar, ax_hist = fig.subplots(1, 2, width_ratios=[1.2, 1])
+    _species_bars(ax_bar, counts, splits, len(index))
+    _foreground_histogram(ax_hist, index, splits, stats)
+    title = "Dataset overview"
+    if stats is not None and "mean" in stats and "std" in stats:
+        mean = ", ".join(f"{float(v):.3g}" for v in stats["mean"])
+        std = ", ".join(f"{float(v):.3g}" for v in stats["std"])
+        title += f"   (train RGB mean [{mean}], std [{std}])"
+    fig.suptitle(title, fontsize=13)
+    _save(fig, out_png, dpi)
+
+
+def _species_bars(ax: Axes, counts: pd.DataFrame, splits: list[str], total: int) -> None:
+    """Horizontal bars per species, stacked by split, with each species' total at its end."""
     left = np.zeros(len(counts))
     y = np.arange(len(counts))
     for i, split in enumerate(splits):
         values = counts[split].to_numpy()
-        ax_bar.barh(y, values, left=left, color=_split_color(split, i), label=f"{split} ({values.sum()})")
+        ax.barh(y, values, left=left, color=_split_color(split, i), label=f"{split} ({values.sum()})")
         left += values
-    for yi, total in zip(y, left, strict=True):
-        ax_bar.text(total, yi, f" {int(total)}", va="center", fontsize=8)
-    ax_bar.set_yticks(y, counts.index.astype(str))
-    ax_bar.set_xlabel("images")
-    ax_bar.set_xlim(0, left.max() * 1.12 if left.max() > 0 else 1)
-    ax_bar.grid(True, axis="x", alpha=0.3)
-    ax_bar.legend(loc="lower right", fontsize=9)
-    ax_bar.set_title(f"Images per species and split ({len(index)} total)")
+    for yi, species_total in zip(y, left, strict=True):
+        ax.text(species_total, yi, f" {int(species_total)}", va="center", fontsize=8)
+    ax.set_yticks(y, counts.index.astype(str))
+    ax.set_xlabel("images")
+    ax.set_xlim(0, left.max() * 1.12 if left.max() > 0 else 1)
+    ax.grid(True, axis="x", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=9)
+    ax.set_title(f"Images per species and split ({total} total)")
 
+
+def _foreground_histogram(
+    ax: Axes, index: pd.DataFrame, splits: list[str], stats: Mapping[str, Any] | None
+) -> None:
+    """The foreground fraction per split, as each split's share of images."""
     fg = index["fg_frac"].to_numpy(dtype=float)
     hi = float(np.nanmax(fg)) if np.isfinite(fg).any() else 1.0
     # Few bins for small datasets, or every bar is noise.
@@ -437,7 +460,7 @@ def plot_dataset_overview(
             continue
         # Share of each split's images, so splits of different sizes compare directly.
         weights = np.full(values.size, 1.0 / values.size)
-        ax_hist.hist(
+        ax.hist(
             values,
             bins=bins,
             weights=weights,
@@ -448,20 +471,12 @@ def plot_dataset_overview(
         )
     if stats is not None and stats.get("fg_frac") is not None:
         train_fg = float(stats["fg_frac"])
-        ax_hist.axvline(train_fg, color="k", ls="--", lw=0.8, label=f"train mean {train_fg:.3f}")
-    ax_hist.set_xlabel("foreground fraction (fish pixels / all pixels)")
-    ax_hist.set_ylabel("share of split's images")
-    ax_hist.grid(True, alpha=0.3)
-    ax_hist.legend(fontsize=9)
-    ax_hist.set_title("Foreground fraction per split")
-
-    title = "Dataset overview"
-    if stats is not None and "mean" in stats and "std" in stats:
-        mean = ", ".join(f"{float(v):.3g}" for v in stats["mean"])
-        std = ", ".join(f"{float(v):.3g}" for v in stats["std"])
-        title += f"   (train RGB mean [{mean}], std [{std}])"
-    fig.suptitle(title, fontsize=13)
-    _save(fig, out_png, dpi)
+        ax.axvline(train_fg, color="k", ls="--", lw=0.8, label=f"train mean {train_fg:.3f}")
+    ax.set_xlabel("foreground fraction (fish pixels / all pixels)")
+    ax.set_ylabel("share of split's images")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=9)
+    ax.set_title("Foreground fraction per split")
 
 
 def plot_sample_pairs(

@@ -14,6 +14,7 @@ from fishseg.errors import FishsegError
 from fishseg.params import Params
 from fishseg.paths import Paths
 from fishseg.report import charts as plots
+from fishseg.tracking.runs import read_run_id
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +95,7 @@ def _log_to_mlflow(params: Params, paths: Paths, files: list[Path]) -> None:
 
     from fishseg.tracking import store as tracking
 
-    run_id = json.loads(paths.run_json.read_text())["run_id"] if paths.run_json.is_file() else None
     experiment_id = tracking.setup(params.mlflow, paths.root)
-    with tracking.reopen_run(run_id, experiment_id, paths.root):
+    with tracking.reopen_run(read_run_id(paths.run_json), experiment_id, paths.root):
         for f in files:
             mlflow.log_artifact(str(f), artifact_path="plots")

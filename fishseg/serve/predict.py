@@ -37,7 +37,7 @@ from fishseg.cli import offline_env, setup_logging
 from fishseg.dataset.index import read_rgb
 from fishseg.device import select_device
 from fishseg.errors import FishsegError
-from fishseg.fsutil import atomic_write_bytes, atomic_write_text
+from fishseg.fsutil import atomic_write_png, atomic_write_text
 from fishseg.model.inference import load_inference_model, predict_image
 from fishseg.sources.layout import IMAGE_SUFFIXES
 
@@ -168,15 +168,6 @@ def overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def _write_png(path: Path, image: np.ndarray) -> None:
-    if image.ndim == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    ok, data = cv2.imencode(".png", image)
-    if not ok:
-        raise OSError(f"{path}: PNG encoding failed")
-    atomic_write_bytes(path, data.tobytes())
-
-
 # --------------------------------------------------------------------------- the run
 
 
@@ -209,8 +200,8 @@ def predict_files(
             prob = predict_image(predictor.model, image, predictor.image_size)
             mask = np.where(prob >= threshold, 255, 0).astype(np.uint8)
             mask_path, overlay_path = masks_dir / f"{stem}.png", overlays_dir / f"{stem}.png"
-            _write_png(mask_path, mask)
-            _write_png(overlay_path, overlay(image, mask))
+            atomic_write_png(mask_path, mask)
+            atomic_write_png(overlay_path, overlay(image, mask))
             rows.append(
                 {
                     **row,

@@ -1,0 +1,139 @@
+"""Resume state: the progress of a run and the file that lets an interrupted run continue.
+
+``models/last/state.pt`` holds the model, optimizer, schedule, scaler, torch RNG, the
+interrupted epoch's metric sums and the :class:`Progress`, under a fingerprint of the
+params and data. A run resumes only from a state with its own fingerprint that is not
+finished; anything else starts fresh.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from fishseg.evaluation.metrics import EpochMeter
+from fishseg.fsutil import atomic_write_bytes
+from fishseg.params import Params, TrainParams
+from fishseg.training import distributed
+
+if TYPE_CHECKING:
+    from fishseg.training.engine import Engine
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "state.pt"
+
+
+@dataclass
+class Progress:
+    """Everything besides tensors that a resume needs."""
+
+    epoch: int = 0  # the epoch in progress (0-based)
+    step: int = 0  # optimizer steps done in that epoch
+    best_val_iou: float = -1.0
+    best_epoch: int = 0
+    stale_epochs: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    run_id: str | None = None
+    completed: bool = False
+
+    def close_epoch(self, row: dict[str, float], val_iou: float, improved: bool, train: TrainParams) -> bool:
+        """Record the finished epoch (history, best, epochs without gain); True when patience ends the run."""
+        self.history.append(row)
+        if improved:
+            self.best_val_iou, self.best_epoch, self.stale_epochs = val_iou, self.epoch + 1, 0
+        else:
+            self.stale_epochs += 1
+        self.epoch, self.step = self.epoch + 1, 0
+        early_stop = train.patience > 0 and self.stale_epochs >= train.patience
+        self.completed = early_stop or self.epoch >= train.epochs
+        return early_stop
+
+
+def fingerprint(params: Params, stats: dict, ids: dict[str, list[str]], world_size: int = 1) -> str:
+    """What a resume state must match: the training params, the data and its statistics.
+
+    The number of processes counts too: it decides which items a step has seen.
+    """
+    payload = {
+        "world_size": world_size,
+        "model": params.model.model_dump(),
+        "train": params.train.model_dump(exclude={"num_workers", "device"}),
+        "augment": params.augment.model_dump(),
+        "image_size": list(params.data.image_size),
+        "stats": stats,
+        "ids": ids,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def save_state(path: Path, **parts: Any) -> None:
+    """Write the resume state atomically; only tensors and plain types, so it loads with weights_only."""
+    buffer = io.BytesIO()
+    torch.save(parts, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_state(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a torn or foreign file: never trust it, start fresh
+        log.warning("ignoring unreadable resume state %s (%s)", path, exc)
+        return None
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """The resume state file of a run with this ``fingerprint``."""
+
+    path: Path
+    fingerprint: str
+
+    def save(self, engine: Engine, progress: Progress, meter: EpochMeter | None = None) -> None:
+        """Write the state; ``meter``: the interrupted epoch's sums, already reduced over processes."""
+        save_state(
+            self.path,
+            fingerprint=self.fingerprint,
+            model=engine.model.state_dict(),
+            optimizer=engine.optimizer.state_dict(),
+            scheduler=engine.scheduler.state_dict(),
+            scaler=engine.scaler.state_dict(),
+            torch_rng=torch.get_rng_state(),
+            meter=meter.sums.cpu() if meter is not None else torch.zeros(8, dtype=torch.float64),
+            progress=progress.__dict__,
+        )
+
+
+def resume(checkpoint: Checkpoint, engine: Engine) -> tuple[Progress, torch.Tensor | None]:
+    """Load a matching unfinished state into ``engine``; the progress, and the saved epoch sums if mid-epoch.
+
+    Rank 0 decides and shares: every rank resumes from the same state, or none does, even
+    when the other nodes cannot see rank 0's files.
+    """
+    d = engine.dist
+    state = distributed.broadcast_object(load_state(checkpoint.path) if d.is_main else None, d)
+    if state is None:
+        return Progress(), None
+    if state.get("fingerprint") != checkpoint.fingerprint or state["progress"]["completed"]:
+        log.info(
+            "resume state in %s is for other params/data or finished: starting fresh", checkpoint.path.parent
+        )
+        return Progress(), None
+    engine.model.load_state_dict(state["model"])
+    engine.optimizer.load_state_dict(state["optimizer"])
+    if state.get("scheduler"):
+        engine.scheduler.load_state_dict(state["scheduler"])
+    engine.scaler.load_state_dict(state["scaler"])
+    torch.set_rng_state(state["torch_rng"])
+    progress = Progress(**state["progress"])
+    log.info("resuming from %s: epoch %d, step %d", checkpoint.path, progress.epoch + 1, progress.step)
+    return progress, state["meter"] if progress.step > 0 else None
