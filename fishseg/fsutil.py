@@ -36,6 +36,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        fault_point(f"write:{path.name}")  # the data on disk, not yet in place
         # mkstemp creates 0600 files; give outputs the usual permissions.
         os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
@@ -100,3 +101,30 @@ def remove(path: Path) -> None:
     else:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+
+
+_FAULT_PASSES: dict[str, int] = {}
+
+
+def fault_point(name: str) -> None:
+    """A named point where a test can make this process die as a crash would; inert by default.
+
+    ``FISHSEG_FAULT=<name>[@<n>][=<signal>]`` sends the process ``<signal>`` (``KILL``, the
+    default, as the kernel's out-of-memory killer would; ``TERM``; ``INT``) the n-th time
+    (default: the first) it passes ``<name>``. Points: ``write:<file name>`` in
+    :func:`atomic_write_bytes` (the data on disk, the rename not done), and ``step`` in the
+    training loop (between the backward pass and the optimizer step). Recovery from real
+    kills at these points is what the tests check; nothing else sets the variable.
+    """
+    spec = os.environ.get("FISHSEG_FAULT")
+    if not spec:
+        return
+    spec, _, signal_name = spec.partition("=")
+    point, _, nth = spec.partition("@")
+    if point != name:
+        return
+    _FAULT_PASSES[name] = _FAULT_PASSES.get(name, 0) + 1
+    if _FAULT_PASSES[name] == int(nth or 1):
+        import signal
+
+        os.kill(os.getpid(), signal.Signals[f"SIG{signal_name or 'KILL'}"])

@@ -14,15 +14,20 @@ from typing import Any
 from fishseg.fsutil import atomic_write_json
 from fishseg.params import Params
 from fishseg.tracking import store
+from fishseg.tracking.liveness import close_abandoned_runs
 
 log = logging.getLogger(__name__)
 
 
 def start_training_run(params: Params, root: Path, run_id: str | None, extra_params: dict[str, Any]) -> Any:
-    """Reopen ``run_id`` (a resumed training), else start a run with the params and ``extra_params``."""
+    """Reopen ``run_id`` (a resumed training), else start a run with the params and ``extra_params``.
+
+    First the runs of the experiment left RUNNING by killed processes are ended (KILLED).
+    """
     import mlflow
 
     experiment_id = store.setup(params.mlflow, root)
+    close_abandoned_runs(experiment_id)
     if run_id:
         run = store.reopen_run(run_id, experiment_id, root)
     else:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from fishseg.params import MlflowParams
 from fishseg.paths import store_root
+from fishseg.tracking.liveness import process_tags
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +83,8 @@ def git_commit(root: Path) -> str | None:
 
 
 def run_tags(root: Path) -> dict[str, str]:
-    """Lineage tags: git commit, and the DVC experiment this run belongs to, if any."""
-    tags = {"mlflow.source.type": "PROJECT", "mlflow.source.name": "dvc repro"}
+    """Lineage tags: git commit, the DVC experiment this run belongs to, if any, and the process writing it."""
+    tags = {"mlflow.source.type": "PROJECT", "mlflow.source.name": "dvc repro", **process_tags()}
     commit = git_commit(root)
     if commit:
         tags["mlflow.source.git.commit"] = commit
@@ -102,6 +103,10 @@ def reopen_run(run_id: str | None, experiment_id: str, root: Path):
     if run_id:
         try:
             mlflow.get_run(run_id)
+            # This process takes the run over before it is RUNNING again: a check for runs
+            # abandoned by dead processes never sees it running under its previous process.
+            tags = [mlflow.entities.RunTag(k, v) for k, v in process_tags().items()]
+            mlflow.MlflowClient().log_batch(run_id, tags=tags)
             return mlflow.start_run(run_id=run_id)
         except mlflow.exceptions.MlflowException:
             log.warning("MLflow run %s is not in %s; logging to a new run", run_id, mlflow.get_tracking_uri())

@@ -1,10 +1,11 @@
-"""The epochs of a run: train, validate, close the epoch (history, best model, early stop), save state."""
+"""The epochs of a run: train, validate, close the epoch (history, best weights, early stop), save state."""
 
 from __future__ import annotations
 
+import copy
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -18,27 +19,28 @@ from fishseg.training.engine import Engine
 from fishseg.training.history import history_row
 from fishseg.training.loop import train_one_epoch, validate
 from fishseg.training.signals import Interrupted, StopFlag
-from fishseg.training.state import Checkpoint, Progress
+from fishseg.training.state import Checkpoint, Progress, Weights, copy_weights
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class EpochLoop:
-    """The remaining epochs of one run; ``progress`` says where the run stands and is what resumes."""
+    """The remaining epochs of one run; ``progress`` and ``best`` say where the run stands and are what resumes."""
 
     engine: Engine
     train_loader: DataLoader
     val_loader: DataLoader
     checkpoint: Checkpoint
-    save_best: Callable[[nn.Module], None]  # writes models/model
     settings: TrainParams
     progress: Progress
+    best: Weights  # the best epoch's weights so far (CPU), saved with every state
     show_bar: bool = True  # progress bars (rank 0)
+    _clock: float = field(default_factory=time.perf_counter, init=False)
 
     def run(self, stop: StopFlag, resumed_sums: torch.Tensor | None = None) -> None:
         """Train the remaining epochs; raise :class:`Interrupted`, state saved, when a signal stops a step."""
-        while self.progress.epoch < self.settings.epochs:
+        while not self.progress.trained:
             train_meter = self.train_epoch(stop, resumed_sums)
             resumed_sums = None
             val_meter = self.validate_epoch()
@@ -59,8 +61,7 @@ class EpochLoop:
         meter.reduce_from_all_processes()
         if stopped_at is not None:
             prog.step = stopped_at
-            if d.is_main:
-                self.checkpoint.save(self.engine, prog, meter)
+            self.save(meter)
             raise Interrupted(
                 f"training interrupted in epoch {prog.epoch + 1} (step {prog.step}); state saved to "
                 f"{self.checkpoint.path}. Run `dvc repro` again to resume."
@@ -87,10 +88,29 @@ class EpochLoop:
             prog.epoch, self.settings.epochs, train["loss"], val["loss"], train["iou"], val["iou"],
             "  *best*" if improved else "",
         )  # fmt: skip
+        if improved:
+            self.best = copy_weights(engine.model)
         if engine.dist.is_main:
             log_epoch(row)
-            if improved:
-                self.save_best(engine.model)
-            self.checkpoint.save(engine, prog)
+        self.save()
         distributed.barrier(engine.dist)
         return early_stop
+
+    def save(self, meter: EpochMeter | None = None) -> None:
+        """The resume state (rank 0), with the training time up to now."""
+        now = time.perf_counter()
+        self.progress.seconds += now - self._clock
+        self._clock = now
+        if self.engine.dist.is_main:
+            self.checkpoint.save(self.engine, self.progress, self.best, meter)
+
+    def complete(self) -> None:
+        """Record that every output is written: a rerun of the stage starts fresh."""
+        self.progress.completed = True
+        self.save()
+
+    def best_model(self) -> nn.Module:
+        """A copy of the model holding the best epoch's weights."""
+        model = copy.deepcopy(self.engine.model)
+        model.load_state_dict(self.best)
+        return model

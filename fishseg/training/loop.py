@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from fishseg.evaluation.metrics import EpochMeter, confusion_counts
+from fishseg.fsutil import fault_point
 from fishseg.model.factory import set_train_mode
 from fishseg.model.forward import Forward
 from fishseg.training import distributed
@@ -41,6 +42,7 @@ def train_one_epoch(
             meter.update(loss.detach(), confusion_counts(logits.detach(), masks))
             if not last_micro:
                 continue  # keep accumulating gradients
+            fault_point("step")  # tests of kill -9 recovery stop here when asked (FISHSEG_FAULT)
             engine.scaler.step(engine.optimizer)  # unscale, then step (skipped if fp16 gradients overflowed)
             engine.scaler.update()  # grow the loss scale, or shrink it after an overflow
             engine.optimizer.zero_grad(set_to_none=True)  # free the gradients now, not at the next backward

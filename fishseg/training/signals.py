@@ -1,4 +1,9 @@
-"""Stopping on SIGINT/SIGTERM between steps, so the state saved is never half a step."""
+"""Stopping on SIGINT/SIGTERM between steps, so the state saved is never half a step.
+
+The first signal asks for a clean stop; a second one (Ctrl-C pressed again) stops at once:
+``KeyboardInterrupt`` (exit 130) for SIGINT, exit 128 + signal number for SIGTERM. Every
+state file is replaced whole, so the last state saved before it stays usable.
+"""
 
 from __future__ import annotations
 
@@ -29,10 +34,13 @@ class StopFlag:
     @contextlib.contextmanager
     def installed(self) -> Iterator[StopFlag]:
         def handler(signum: int, _frame: Any) -> None:
-            if self.signal is None:
-                log.warning(
-                    "received %s: finishing the current step, then saving", signal.Signals(signum).name
-                )
+            name = signal.Signals(signum).name
+            if self.signal is not None:
+                log.warning("received %s again: stopping now; the last saved state is kept", name)
+                if signum == signal.SIGINT:
+                    raise KeyboardInterrupt
+                raise SystemExit(128 + signum)
+            log.warning("received %s: stopping after the current step (send it again to stop at once)", name)
             self.signal = signum
 
         previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}

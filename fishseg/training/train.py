@@ -3,17 +3,20 @@
 ``train`` wires the pieces together: the runtime (device, processes, seeds, precision),
 the loaders, the engine (model, forward pass, loss, optimizer, schedule, scaler), the
 resume state, the MLflow run and the epoch loop; then it writes the results. Per epoch
-the loop trains, validates, logs to MLflow, keeps the best model by val IoU
-(``models/model``) and the full resume state (``models/last/state.pt``). A SIGINT/SIGTERM
-finishes the current step, saves the state mid-epoch and exits non-zero; the next run
-with the same params and data resumes there and ends with the same metrics as an
-uninterrupted run.
+the loop trains, validates, logs to MLflow, keeps the best epoch's weights and saves the
+full resume state (``models/last/state.pt``, best weights included). A SIGINT/SIGTERM
+finishes the current step, saves the state mid-epoch and exits non-zero; a second one
+stops at once, keeping the last saved state. The next run with the same params and data
+resumes there and ends with the same outputs as an uninterrupted run.
+
+Every output (``models/model``, ``metrics/train.json``, the history, ``models/run.json``)
+is written at the end from the state alone, because DVC deletes them before it reruns
+the stage; only then is the state marked completed, so a run killed while writing them
+writes them on the next run without training again.
 """
 
 from __future__ import annotations
 
-import functools
-import time
 from typing import Any
 
 from fishseg.fsutil import atomic_write_json
@@ -27,7 +30,7 @@ from fishseg.training.fit import EpochLoop
 from fishseg.training.history import write_history
 from fishseg.training.loaders import build_loaders, load_training_data
 from fishseg.training.optim import steps_per_epoch
-from fishseg.training.signals import StopFlag
+from fishseg.training.signals import Interrupted, StopFlag
 from fishseg.training.state import STATE_FILE, Checkpoint, Progress, fingerprint, resume
 
 
@@ -40,39 +43,34 @@ def train(params: Params, paths: Paths, *, progress: bool = True) -> dict[str, A
     checkpoint = Checkpoint(
         paths.last_dir / STATE_FILE, fingerprint(params, data.stats, data.ids, rt.dist.world_size)
     )
-    prog, resumed_sums = resume(checkpoint, engine)
+    start = resume(checkpoint, engine)
     engine.distribute(params.train.compile)
     run = None
     if rt.dist.is_main:
         extra = {"data.n_train": len(data.train), "data.n_val": len(data.val), "device": str(rt.device)}
-        run = start_training_run(params, paths.root, prog.run_id, extra)
-        prog.run_id = run.info.run_id
-    save_best = functools.partial(
-        write_model_dir,
-        paths.model_dir,
-        mean=data.stats["mean"],
-        std=data.stats["std"],
-        image_size=params.data.image_size,
-    )
+        run = start_training_run(params, paths.root, start.progress.run_id, extra)
+        start.progress.run_id = run.info.run_id
     loop = EpochLoop(
         engine,
         train_loader,
         val_loader,
         checkpoint,
-        save_best,
         params.train,
-        prog,
+        start.progress,
+        start.best,
         progress and rt.dist.is_main,
     )
-    started = time.perf_counter()
+    result: dict[str, Any] = {}
     try:
         with StopFlag().installed() as stop:
-            loop.run(stop, resumed_sums)
-    finally:
-        if not prog.completed:
-            end_run(run, status="KILLED")
-            runtime.stop(rt)
-    result = finish(params, paths, prog, run, time.perf_counter() - started) if rt.dist.is_main else {}
+            loop.run(stop, start.sums)
+            if rt.dist.is_main:
+                result = finish(params, paths, loop, data.stats, run)
+    except BaseException as exc:
+        stopped = isinstance(exc, (Interrupted, KeyboardInterrupt, SystemExit))
+        end_run(run, status="KILLED" if stopped else "FAILED")
+        runtime.stop(rt)
+        raise
     distributed.barrier(rt.dist)
     runtime.stop(rt)
     return result
@@ -92,15 +90,20 @@ def summary(prog: Progress) -> dict[str, Any]:
     }
 
 
-def finish(params: Params, paths: Paths, prog: Progress, run: Any, seconds: float) -> dict[str, Any]:
-    """Write metrics/train.json, history.csv and models/run.json; log the finals and the model; end the run."""
+def finish(params: Params, paths: Paths, loop: EpochLoop, stats: dict, run: Any) -> dict[str, Any]:
+    """Write every output from the state, log the finals and the model, end the run, mark the state completed.
+
+    Each write replaces its file whole, so a run killed in here does it all again next time.
+    """
     import mlflow
 
+    prog = loop.progress
     result = summary(prog)
+    write_model_dir(paths.model_dir, loop.best_model(), stats["mean"], stats["std"], params.data.image_size)
     atomic_write_json(paths.metrics_dir / "train.json", result)
     write_history(paths.plots_dir / "train" / "history.csv", prog.history)
     mlflow.log_metrics({"best_val_iou": result["best_val_iou"], "best_epoch": result["best_epoch"]})
-    mlflow.log_metric("train_seconds", round(seconds, 1))
+    mlflow.log_metric("train_seconds", round(prog.seconds, 1))
     mlflow.log_artifacts(str(paths.model_dir), artifact_path="checkpoint")
     if params.mlflow.log_model:
         from fishseg.tracking.logged_model import log_inference_model
@@ -108,4 +111,5 @@ def finish(params: Params, paths: Paths, prog: Progress, run: Any, seconds: floa
         log_inference_model(paths.model_dir, params.data.image_size)
     write_run_record(paths.run_json, run)
     end_run(run)
+    loop.complete()
     return result
