@@ -22,6 +22,7 @@ from fishseg.params import Params, load_params
 from fishseg.paths import SPLITS, Paths
 
 REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent  # the environment's tools: python, dvc, mlflow
 
 # --------------------------------------------------------------------------- params
 
@@ -139,6 +140,51 @@ def start_stage(root: Path, name: str, *args: str, env: dict[str, str] | None = 
         text=True,
         env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})),
     )
+
+
+# --------------------------------------------------------------------------- projects under git and DVC
+
+
+def tool_env(**extra: str) -> dict[str, str]:
+    """The environment the pipeline's tools run in: this environment's bin first, the project's own store."""
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", **extra)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
+def run_tool(
+    cmd: list[str], cwd: Path, check: bool = True, timeout: int = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run ``cmd`` in ``cwd`` (output captured); with ``check``, fail the test with its output."""
+    proc = subprocess.run(
+        cmd, cwd=cwd, env=env or tool_env(), capture_output=True, text=True, timeout=timeout
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def dvc(
+    *args: str, cwd: Path, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    return run_tool([str(BIN / "dvc"), *args], cwd=cwd, check=check, env=env)
+
+
+def copy_repo(dest: Path) -> None:
+    """The repository's files (tracked and new, not ignored) into ``dest``, without outputs of a run."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
+    for rel in filter(None, listed):
+        src = REPO / rel
+        if rel.startswith(("metrics/", "plots/")) or rel == "dvc.lock" or not src.is_file():
+            continue  # start from nothing, as a user changing the data would
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dest / rel)
 
 
 # --------------------------------------------------------------------------- source files
