@@ -115,7 +115,7 @@ def test_sigterm_after_the_best_epoch_then_dvc_repro_gives_the_uninterrupted_out
     assert proc.wait(timeout=300) != 0, out
     assert f"training interrupted in epoch {best + 1}" in out
     progress = torch.load(root / "models" / "last" / "state.pt", weights_only=True)["progress"]
-    assert progress["epoch"] == best and progress["step"] > 0 and not progress["trained"]
+    assert progress["epoch"] == best and progress["step"] > 0 and not progress.get("trained")
 
     resumed = dvc("repro", "train", cwd=root, env=ENV)
     out = resumed.stdout + resumed.stderr

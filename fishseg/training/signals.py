@@ -40,8 +40,9 @@ class StopFlag:
                 if signum == signal.SIGINT:
                     raise KeyboardInterrupt
                 raise SystemExit(128 + signum)
-            log.warning("received %s: stopping after the current step (send it again to stop at once)", name)
+            # Set before logging: a second signal can arrive while this handler still runs.
             self.signal = signum
+            log.warning("received %s: stopping after the current step (send it again to stop at once)", name)
 
         previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
         try:

@@ -103,7 +103,18 @@ def load_state(path: Path) -> dict[str, Any] | None:
     return state
 
 
-STATE_KEYS = tuple("fingerprint model optimizer scheduler scaler torch_rng meter best progress".split())
+# Everything Checkpoint.save writes.
+STATE_KEYS = (
+    "fingerprint",
+    "progress",
+    "best",
+    "model",
+    "optimizer",
+    "scheduler",
+    "scaler",
+    "torch_rng",
+    "meter",
+)
 
 
 def _state_problem(state: Any) -> str | None:
