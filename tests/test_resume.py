@@ -50,7 +50,7 @@ def test_a_matching_state_resumes_with_its_best_weights(engine, tmp_path):
     [
         ([1, 2, 3], "holds a list"),
         ("not a state", "holds a str"),
-        ({"fingerprint": "fp", "progress": {"epoch": 1, "completed": False}}, "lacks model, optimizer"),
+        ({"fingerprint": "fp", "progress": {"epoch": 1, "completed": False}}, "lacks best, model, optimizer"),
         ("drop:best", "lacks best"),  # a state of an older version: no best weights to write
         ("progress:{'epochs_left': 3}", "progress record"),
     ],
