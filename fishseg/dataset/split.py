@@ -17,7 +17,7 @@ from fishseg.dataset.grouping import group_ids
 from fishseg.dataset.index import Problem, decode_pairs, make_ids, scan_pairs
 from fishseg.dataset.splitting import assign_splits
 from fishseg.errors import FishsegError
-from fishseg.fsutil import atomic_dir, atomic_write_json, atomic_write_text
+from fishseg.fsutil import atomic_dir, atomic_write_json, atomic_write_text, check_free_space
 from fishseg.params import DataParams, SplitParams
 from fishseg.paths import SPLITS, Paths
 
@@ -28,10 +28,11 @@ MAX_LISTED_PROBLEMS = 30
 
 
 def _problem_report(problems: list[Problem]) -> str:
-    lines = [f"  - {p}" for p in problems[:MAX_LISTED_PROBLEMS]]
+    """The problems on one line (the first ``MAX_LISTED_PROBLEMS``; all are in data/validation.json)."""
+    listed = "; ".join(str(p) for p in problems[:MAX_LISTED_PROBLEMS])
     if len(problems) > MAX_LISTED_PROBLEMS:
-        lines.append(f"  ... and {len(problems) - MAX_LISTED_PROBLEMS} more (see data/validation.json)")
-    return "\n".join(lines)
+        listed += f"; ... and {len(problems) - MAX_LISTED_PROBLEMS} more (see data/validation.json)"
+    return listed
 
 
 def prepare(data: DataParams, split: SplitParams, paths: Paths, progress: bool = True) -> pd.DataFrame:
@@ -41,13 +42,15 @@ def prepare(data: DataParams, split: SplitParams, paths: Paths, progress: bool =
     height, width = data.image_size
     n = len(scan.pairs)
     rows: list[dict] = []
+    # The arrays of every pair (RGB + mask), then the same again split three ways.
+    check_free_space(paths.prepared_dir.parent, 2 * max(n, 1) * height * width * 4, "data/prepared")
 
     with atomic_dir(paths.prepared_dir) as tmp:
         all_images = np.lib.format.open_memmap(
             tmp / "_images.npy", "w+", np.uint8, (max(n, 1), height, width, 3)
         )
         all_masks = np.lib.format.open_memmap(tmp / "_masks.npy", "w+", np.uint8, (max(n, 1), height, width))
-        decoded = decode_pairs(scan.pairs, data.image_size, problems)
+        decoded = decode_pairs(scan.pairs, data.image_size, problems, data.max_image_pixels)
         for item in tqdm(decoded, total=n, desc="decode+resize", unit="pair", disable=not progress):
             k = len(rows)
             all_images[k] = item.image
@@ -72,13 +75,13 @@ def prepare(data: DataParams, split: SplitParams, paths: Paths, progress: bool =
         atomic_write_json(paths.validation_json, report)
         if problems and data.on_invalid == "error":
             raise FishsegError(
-                f"{len(problems)} problem(s) in {paths.raw_dir}:\n{_problem_report(problems)}\n"
+                f"{len(problems)} problem(s) in {paths.raw_dir}: {_problem_report(problems)}. "
                 "Fix or remove these files, or set data.on_invalid: skip to drop them "
                 "(they are then counted in metrics/data.json)."
             )
         if problems:
             log.warning(
-                "skipping %d bad file(s) (data.on_invalid: skip):\n%s",
+                "skipping %d bad file(s) (data.on_invalid: skip): %s",
                 len(problems),
                 _problem_report(problems),
             )
