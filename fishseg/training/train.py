@@ -378,7 +378,7 @@ def train(params: Params, paths: Paths, *, progress: bool = True) -> dict[str, A
                 {"data.n_train": len(train_split), "data.n_val": len(val_split), "device": str(device)}
             )
         prog.run_id = mlflow_run.info.run_id
-        log.info("MLflow run %s (%s)", prog.run_id, mlflow.get_tracking_uri())
+        log.info("MLflow run %s (%s)", prog.run_id, tracking.shown(mlflow.get_tracking_uri()))
 
     def save(epoch_meter: EpochMeter | None) -> None:
         if not d.is_main:
