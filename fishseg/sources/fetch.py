@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -42,7 +41,15 @@ from fishseg.fsutil import atomic_dir, check_free_space
 from fishseg.images import check_image_file
 from fishseg.params import DataParams
 from fishseg.sources.archive import Limits, SourceTree, open_tree
-from fishseg.sources.layout import DATASET_DIR, IMAGE_SUFFIXES, MASK_SUFFIX, image_dir, mask_dir
+from fishseg.sources.layout import (
+    DATASET_DIR,
+    IMAGE_SUFFIXES,
+    MASK_SUFFIX,
+    canonical,
+    folded,
+    image_dir,
+    mask_dir,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,16 +64,6 @@ ACCEPTED_LAYOUTS = (
 _STAGING = ".staging"
 # Room kept free beyond what the extraction itself needs.
 _DISK_MARGIN = 64 << 20
-
-
-def canonical(name: str) -> str:
-    """A name as written into data/raw: Unicode NFC (macOS archives store NFD)."""
-    return unicodedata.normalize("NFC", name)
-
-
-def folded(name: str) -> str:
-    """The key under which two names land on one file on macOS or Windows (case, normalisation)."""
-    return unicodedata.normalize("NFC", name).casefold()
 
 
 @dataclass

@@ -63,17 +63,18 @@ def directory_extent(fh: BinaryIO, path: Path) -> tuple[int, int, int]:
         raise _not_a_zip(path)
     _, _, _, _, entries, dir_size, dir_offset, _ = struct.unpack("<4sHHHHIIH", tail[at : at + 22])
     end_at = tail_start + at
-    if entries == 0xFFFF or 0xFFFFFFFF in (dir_size, dir_offset):
-        fh.seek(max(0, end_at - 20))
-        locator = fh.read(20)
-        if len(locator) < 20 or locator[:4] != _END64_LOCATOR:
-            raise _not_a_zip(path)
+    fh.seek(max(0, end_at - 20))
+    locator = fh.read(20)
+    saturated = entries == 0xFFFF or 0xFFFFFFFF in (dir_size, dir_offset)
+    if locator[:4] == _END64_LOCATOR:  # a zip64 end record (some writers add one to every zip)
         end_at = struct.unpack("<Q", locator[8:16])[0]
         fh.seek(end_at)
         record = fh.read(56)
         if len(record) < 56 or record[:4] != _END64:
             raise _not_a_zip(path)
         entries, _, dir_size, dir_offset = struct.unpack("<QQQQ", record[24:56])
+    elif saturated:
+        raise _not_a_zip(path)
     if dir_offset + dir_size != end_at:
         # Bytes before the first member (a self-extracting stub) or between the records.
         raise damaged(path, "its central directory is not where its end record says")
