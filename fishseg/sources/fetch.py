@@ -83,7 +83,8 @@ class Found:
         stem = canonical(PurePosixPath(rel).stem)
         clash = next((other for other in table if folded(other) == folded(stem)), None)
         if clash is not None:
-            how = "" if clash == stem else " (they differ only in case or Unicode normalisation)"
+            same = PurePosixPath(table[clash]).stem == PurePosixPath(rel).stem
+            how = "" if same else " (they differ only in case or Unicode normalisation)"
             raise FishsegError(
                 f"{label}: two {kind}s named {stem!r} for species {species!r}{how}: {table[clash]} and {rel}; "
                 "keep one of them (data/raw holds one <name>.png per image and per mask)"

@@ -131,10 +131,14 @@ class _Stream:
         self.data.close()
         self.raw.close()
 
-    def read(self, size: int, what: str) -> bytes:
-        """Exactly ``size`` bytes; raise when they would pass the cap, or when the stream ends first."""
+    def check_room(self, size: int) -> None:
+        """Raise if ``size`` more bytes would pass the cap (before reading them)."""
         if self.total + size > self.limits.max_bytes:
             raise too_big(self.path, None, self.limits.max_bytes)
+
+    def read(self, size: int, what: str) -> bytes:
+        """Exactly ``size`` bytes; raise when they would pass the cap, or when the stream ends first."""
+        self.check_room(size)
         parts, left = [], size
         try:
             while left and (part := self.data.read(left)):
@@ -237,6 +241,7 @@ class _Walker:
         return name.decode("utf-8", "surrogateescape")
 
     def _meta(self, kind: bytes, name: str, size: int) -> None:
+        self.stream.check_room(size)
         if size > HEADER_DATA_LIMIT:
             raise damaged(
                 self.path, f"a {size}-byte {'pax' if kind in (_PAX, _PAX_GLOBAL) else 'long-name'} header"
