@@ -374,7 +374,7 @@ def run(args: argparse.Namespace) -> int:
     failed = table.loc[table["error"] != "", "input"]
     log.info("segmented %d of %d image(s) into %s", len(table) - len(failed), len(table), args.out)
     if len(failed):
-        log.error("%d input(s) could not be read: %s", len(failed), ", ".join(failed))
+        log.warning("%d input(s) could not be read (named above and in predictions.csv)", len(failed))
         return 1
     return 0
 
