@@ -7,6 +7,7 @@ arrays (``fishseg.dataset.arrays``) memory-mapped, with no image decoding on the
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,10 +15,10 @@ from tqdm import tqdm
 
 from fishseg.dataset.arrays import save_split
 from fishseg.dataset.grouping import group_ids
-from fishseg.dataset.index import Problem, decode_pairs, make_ids, scan_pairs
+from fishseg.dataset.index import Problem, ScanResult, decode_pairs, make_ids, scan_pairs
 from fishseg.dataset.splitting import assign_splits
 from fishseg.errors import FishsegError
-from fishseg.fsutil import atomic_dir, atomic_write_json, atomic_write_text, check_free_space
+from fishseg.fsutil import atomic_dir, atomic_write_json, atomic_write_text, check_free_space, write_error
 from fishseg.params import DataParams, SplitParams
 from fishseg.paths import SPLITS, Paths
 
@@ -36,8 +37,20 @@ def _problem_report(problems: list[Problem]) -> str:
 
 
 def prepare(data: DataParams, split: SplitParams, paths: Paths, progress: bool = True) -> pd.DataFrame:
-    """Build ``data/index.csv``, ``data/validation.json`` and ``data/prepared``; return the index."""
+    """Build ``data/index.csv``, ``data/validation.json`` and ``data/prepared``; return the index.
+
+    A write that fails (disk full) is one error naming the file; the previous outputs stay.
+    """
     scan = scan_pairs(paths.raw_dir)
+    try:
+        return _prepare(scan, data, split, paths, progress)
+    except OSError as exc:  # reads are checked pair by pair: what escapes is a failed write
+        raise write_error(Path(exc.filename) if exc.filename else paths.prepared_dir, exc) from None
+
+
+def _prepare(
+    scan: ScanResult, data: DataParams, split: SplitParams, paths: Paths, progress: bool
+) -> pd.DataFrame:
     problems = list(scan.problems)
     height, width = data.image_size
     n = len(scan.pairs)

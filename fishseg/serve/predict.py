@@ -244,8 +244,12 @@ def segment_one(predictor: Predictor, item: Input, out_dir: Path, threshold: flo
         out_dir / "masks" / f"{item.name}.png",
         out_dir / "overlays" / f"{item.name}.png",
     )
-    _write_png(mask_path, mask)
-    _write_png(overlay_path, overlay(image, mask))
+    try:
+        _write_png(mask_path, mask)
+        _write_png(overlay_path, overlay(image, mask))
+    except BaseException:  # a failed write (or Ctrl-C): no mask without its overlay and CSV row
+        mask_path.unlink(missing_ok=True)
+        raise
     height, width = image.shape[:2]
     fg_frac = round(float((mask > 0).mean()), 6)
     return {
