@@ -159,6 +159,7 @@ def predict(tmp: Path, model_dir: Path, *inputs: Path) -> tuple:
     return run_command([*argv, "--no-progress"], tmp, env={"PYTHONPATH": str(REPO)}), out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["png", "jpeg", "fifo", "gif"])
 def test_predict_names_and_skips_a_bad_image(tmp_path: Path, model_dir: Path, bomb: bytes, kind: str) -> None:
     good = write(tmp_path / "photos" / "good.png", image_bytes(3))
@@ -185,6 +186,7 @@ def test_predict_names_and_skips_a_bad_image(tmp_path: Path, model_dir: Path, bo
 # --------------------------------------------------------------------------- evaluate
 
 
+@pytest.mark.slow
 def test_evaluate_refuses_a_bomb_test_mask(tmp_path: Path, model_dir: Path, bomb: bytes) -> None:
     root = tmp_path / "project"
     shutil.copytree(model_dir.parents[1], root)

@@ -28,6 +28,8 @@ from tests._fishdata import image_bytes, write
 from tests._hostile import MLFLOW_BOUND_MB, PYTHON, REPO, TORCH_BOUND_MB, Outcome, assert_refused, run_command
 from tests._trained import trained_model_dir
 
+pytestmark = pytest.mark.slow  # each case is a process that imports torch (and MLflow)
+
 
 class Payload:
     """Unpickling this opens (creates) a file: the stand-in for any code an attacker wants run."""
