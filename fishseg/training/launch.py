@@ -62,22 +62,23 @@ def loopback_store() -> Iterator[int]:
     """
     import torch.distributed as dist
 
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(128)
-        port = sock.getsockname()[1]
-        store = dist.TCPStore(
-            "127.0.0.1",
-            port,
-            is_master=True,
-            multi_tenant=True,
-            master_listen_fd=sock.fileno(),
-            wait_for_workers=False,
-        )
-        try:
-            yield port
-        finally:
-            del store
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    port = sock.getsockname()[1]
+    # The store takes the descriptor over (and closes it): the Python socket lets go of it.
+    store = dist.TCPStore(
+        "127.0.0.1",
+        port,
+        is_master=True,
+        multi_tenant=True,
+        master_listen_fd=sock.detach(),
+        wait_for_workers=False,
+    )
+    try:
+        yield port
+    finally:
+        del store
 
 
 def check_devices(train: TrainParams) -> None:
