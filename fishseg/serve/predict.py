@@ -48,6 +48,7 @@ from fishseg.fsutil import atomic_write_bytes, write_error
 from fishseg.model.inference import load_inference_model, predict_image
 from fishseg.params import Params, load_params
 from fishseg.paths import find_root
+from fishseg.redact import redact_uri
 from fishseg.sources.layout import IMAGE_SUFFIXES, folded
 
 log = logging.getLogger(__name__)
@@ -356,7 +357,7 @@ def run(args: argparse.Namespace) -> int:
     predictor = load_predictor(args.model, device, root)
     log.info(
         "model %s (input %dx%d) on %s",
-        predictor.source,
+        redact_uri(predictor.source),
         predictor.image_size[1],
         predictor.image_size[0],
         device,
