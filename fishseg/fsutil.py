@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -15,6 +16,10 @@ from fishseg.errors import FishsegError
 
 if TYPE_CHECKING:
     import numpy as np
+
+
+# Errors that mean "the disk (or this process's share of it) is full".
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def _current_umask() -> int:
@@ -100,3 +105,24 @@ def remove(path: Path) -> None:
     else:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+
+
+def check_free_space(folder: Path, needed: int, what: str) -> None:
+    """Raise before writing ``needed`` bytes under ``folder`` when the disk has less free."""
+    folder = Path(folder)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    free = shutil.disk_usage(folder).free
+    if needed > free:
+        raise FishsegError(
+            f"{what} needs {needed / 1e9:.2f} GB in {folder}, which has {free / 1e9:.2f} GB free: "
+            "free some disk space and run again"
+        )
+
+
+def write_error(path: Path, exc: OSError, fix: str = "") -> FishsegError:
+    """A one-line error for a failed write of ``path``: the reason and what to do."""
+    hint = (
+        "free some disk space" if exc.errno in DISK_FULL else "check that the folder exists and is writable"
+    )
+    return FishsegError(f"cannot write {path}: {exc.strerror or exc}; {fix or hint}, then run again")

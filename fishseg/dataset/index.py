@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 
 from fishseg.errors import FishsegError
+from fishseg.images import check_image_file
+from fishseg.params import DataParams
 from fishseg.sources.layout import DATASET_DIR, IMAGE_SUFFIXES, MASK_SUFFIX
 
 log = logging.getLogger(__name__)
@@ -25,6 +27,7 @@ log = logging.getLogger(__name__)
 MASK_THRESHOLD = 128
 # A mask counts as binary when at most this fraction of pixels is far from 0 and 255.
 MASK_GREY_TOLERANCE = 0.01
+DEFAULT_MAX_PIXELS = DataParams.model_fields["max_image_pixels"].default
 
 
 @dataclass
@@ -91,24 +94,23 @@ def scan_pairs(raw_dir: Path) -> ScanResult:
     return result
 
 
-def _decode(path: Path, flags: int) -> np.ndarray:
-    """Decode an image file with OpenCV; raise ValueError naming what is wrong with it."""
-    if path.stat().st_size == 0:
-        raise ValueError("zero-byte file")
+def _decode(path: Path, flags: int, max_pixels: int | None, knob: str) -> np.ndarray:
+    """Check the header (pixel cap), then decode with OpenCV; raise ValueError naming what is wrong."""
+    check_image_file(path, max_pixels or DEFAULT_MAX_PIXELS, knob)
     img = cv2.imdecode(np.fromfile(path, dtype=np.uint8), flags)
     if img is None:
         raise ValueError("not a readable image (corrupt or truncated)")
     return img
 
 
-def read_rgb(path: Path) -> np.ndarray:
-    """Decode an image as RGB uint8; raise ValueError when it cannot be read."""
-    return cv2.cvtColor(_decode(path, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+def read_rgb(path: Path, max_pixels: int | None = None, knob: str = "data.max_image_pixels") -> np.ndarray:
+    """Decode an image as RGB uint8 (at most ``max_pixels``); raise ValueError when it cannot be read."""
+    return cv2.cvtColor(_decode(path, cv2.IMREAD_COLOR, max_pixels, knob), cv2.COLOR_BGR2RGB)
 
 
-def read_mask(path: Path) -> tuple[np.ndarray, float]:
+def read_mask(path: Path, max_pixels: int | None = None) -> tuple[np.ndarray, float]:
     """Decode a mask as {0,1} uint8; also return the fraction of non-binary (grey) pixels."""
-    raw = _decode(path, cv2.IMREAD_GRAYSCALE)
+    raw = _decode(path, cv2.IMREAD_GRAYSCALE, max_pixels, "data.max_image_pixels")
     grey = float(np.mean((raw > 32) & (raw < 223)))
     return (raw >= MASK_THRESHOLD).astype(np.uint8), grey
 
@@ -127,17 +129,19 @@ class DecodedPair:
     mask: np.ndarray  # (H, W) uint8 {0,1} at the training size
 
 
-def decode_pairs(pairs: list[Pair], size: tuple[int, int], problems: list[Problem]) -> Iterator[DecodedPair]:
+def decode_pairs(
+    pairs: list[Pair], size: tuple[int, int], problems: list[Problem], max_pixels: int | None = None
+) -> Iterator[DecodedPair]:
     """Decode, check and resize each pair; bad pairs go to ``problems`` and are not yielded."""
     height, width = size
     for pair in pairs:
         try:
-            image = read_rgb(pair.image)
+            image = read_rgb(pair.image, max_pixels)
         except (ValueError, OSError) as exc:
             problems.append(Problem("unreadable image", str(pair.image), f"{exc}; replace or remove it"))
             continue
         try:
-            mask, grey = read_mask(pair.mask)
+            mask, grey = read_mask(pair.mask, max_pixels)
         except (ValueError, OSError) as exc:
             problems.append(Problem("unreadable mask", str(pair.mask), f"{exc}; replace or remove it"))
             continue

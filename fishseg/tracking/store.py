@@ -4,6 +4,11 @@ Default store: ``sqlite:///<project>/mlflow.db``, with artifacts in ``<project>/
 where ``<project>`` is the real project even when a stage runs in DVC's temp copy
 (``dvc exp run --temp/--queue``). ``MLFLOW_TRACKING_URI`` (or ``mlflow.tracking_uri``)
 points runs at any other store or server.
+
+A URI may carry a password (``postgresql://user:pw@db/mlflow``, ``https://user:token@host``):
+only ``MLFLOW_TRACKING_URI`` may hold one (params refuse it), and the URI is shown
+everywhere with the password masked (:func:`shown`), MLflow's own "View run at <URL>"
+line included.
 """
 
 from __future__ import annotations
@@ -14,8 +19,10 @@ import subprocess
 import warnings
 from pathlib import Path
 
+from fishseg.errors import FishsegError
 from fishseg.params import MlflowParams
 from fishseg.paths import store_root
+from fishseg.redact import redact_text, redact_uri, uri_secrets
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +39,20 @@ def tracking_uri(params: MlflowParams, root: Path) -> str:
     return f"sqlite:///{store_root(root) / 'mlflow.db'}"
 
 
+def shown(uri: str) -> str:
+    """The URI as logs and messages may show it: user name kept, password masked."""
+    return redact_uri(uri)
+
+
+def unusable(uri: str, exc: BaseException) -> FishsegError:
+    """One line for a store that cannot be reached or used, with any secret masked."""
+    reason = redact_text(f"{type(exc).__name__}: {getattr(exc, 'message', None) or exc}", uri)
+    return FishsegError(
+        f"MLflow store {shown(uri)} cannot be used ({reason[:300]}); check MLFLOW_TRACKING_URI "
+        "or mlflow.tracking_uri, and that the server or database is up"
+    )
+
+
 def _is_local_store(uri: str) -> bool:
     return uri.startswith(("sqlite:", "postgresql", "mysql", "mssql"))
 
@@ -41,6 +62,9 @@ def use_store(params: MlflowParams, root: Path) -> str:
     import mlflow
 
     uri = tracking_uri(params, root)
+    if uri_secrets(uri):
+        # MLflow prints "View run at <store URL>" after each run, password included.
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     previous = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
     # MLflow exports the URI to the environment, where it would outrank the params of the
@@ -57,7 +81,10 @@ def setup(params: MlflowParams, root: Path) -> str:
     import mlflow
 
     uri = use_store(params, root)
-    experiment = mlflow.get_experiment_by_name(params.experiment)
+    try:
+        experiment = mlflow.get_experiment_by_name(params.experiment)
+    except Exception as exc:  # the store's own errors: HTTP, SQL drivers, missing packages
+        raise unusable(uri, exc) from None
     if experiment is not None:
         return experiment.experiment_id
     # A database store would put artifacts under the *current* directory: pin them to the
@@ -104,7 +131,9 @@ def reopen_run(run_id: str | None, experiment_id: str, root: Path):
             mlflow.get_run(run_id)
             return mlflow.start_run(run_id=run_id)
         except mlflow.exceptions.MlflowException:
-            log.warning("MLflow run %s is not in %s; logging to a new run", run_id, mlflow.get_tracking_uri())
+            log.warning(
+                "MLflow run %s is not in %s; logging to a new run", run_id, shown(mlflow.get_tracking_uri())
+            )
     run = mlflow.start_run(experiment_id=experiment_id, tags=run_tags(root))
     if run_id:
         mlflow.set_tag("fishseg.training_run_id", run_id)
