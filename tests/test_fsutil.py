@@ -20,7 +20,7 @@ import pytest
 from fishseg import fsutil
 from fishseg.fsutil import atomic_dir
 
-from .conftest import REPO
+from .helpers import REPO
 
 MARKER_TIMEOUT_S = 30
 

@@ -19,7 +19,7 @@ import pytest
 
 from fishseg.tracking.registry import CHAMPION, SCORE_TAG
 
-from .conftest import tiny, write_params
+from .helpers import tiny, write_params
 from .test_pipeline import BIN, _copy_repo, _dvc, _run
 from .test_server import server  # noqa: F401  (the tracking server fixture)
 

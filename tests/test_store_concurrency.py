@@ -11,7 +11,7 @@ import time
 import mlflow
 import pytest
 
-from .conftest import REPO
+from .helpers import REPO
 
 pytestmark = pytest.mark.slow  # three processes importing MLflow: ~30 s on 2 busy cores
 
