@@ -219,7 +219,13 @@ def evaluate(params: Params, paths: Paths, *, progress: bool = True) -> dict[str
     _save_predictions(paths, test.ids, probs.astype(np.float16), full)
 
     _log_to_mlflow(params, paths, metrics, per_species)
-    if params.mlflow.register_model:
+    if params.mlflow.register_model and not full[:, [0, 2]].any():
+        # No fish in the test masks: an empty prediction scores IoU 1.0 there and would be
+        # crowned for good. The split stage refuses such a split; this holds for older data too.
+        log.warning(
+            "the test masks hold no fish pixels: the model is not registered (test IoU means nothing)"
+        )
+    elif params.mlflow.register_model:
         from fishseg.tracking.registry import maybe_register
 
         maybe_register(params, read_run_id(paths.run_json), metrics["iou"], root=paths.root)

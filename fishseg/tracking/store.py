@@ -13,6 +13,7 @@ line included.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import subprocess
@@ -57,6 +58,31 @@ def _is_local_store(uri: str) -> bool:
     return uri.startswith(("sqlite:", "postgresql", "mysql", "mssql"))
 
 
+# SQLite stores this process has seen with all their tables.
+_READY_SQLITE: set[str] = set()
+
+
+def _ready_sqlite_store(uri: str) -> None:
+    """Create a SQLite store's tables, if it has none yet, under a file lock beside it.
+
+    Two queued experiments starting at once against a new store would both run MLflow's
+    schema migration, and one fails ("Online migration expected to match one row").
+    """
+    path = uri[len("sqlite:///") :].split("?")[0] if uri.startswith("sqlite:///") else ""
+    if not path or uri in _READY_SQLITE:
+        return
+    import mlflow
+
+    db = Path(path)
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(f"{db.name}-lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or the process dies
+        client = mlflow.MlflowClient(uri, registry_uri=uri)
+        client.search_experiments(max_results=1)  # the tracking store creates its tables
+        client.search_registered_models(max_results=1)  # and the registry's store checks them
+    _READY_SQLITE.add(uri)
+
+
 def use_store(params: MlflowParams, root: Path) -> str:
     """Point MLflow at the store (the registry follows it) without creating anything; return the URI."""
     import mlflow
@@ -81,6 +107,7 @@ def setup(params: MlflowParams, root: Path) -> str:
     import mlflow
 
     uri = use_store(params, root)
+    _ready_sqlite_store(uri)
     try:
         experiment = mlflow.get_experiment_by_name(params.experiment)
     except Exception as exc:  # the store's own errors: HTTP, SQL drivers, missing packages
