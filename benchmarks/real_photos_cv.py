@@ -118,7 +118,12 @@ def photo_groups(photos: Photos, threshold: float, joins: list[str]) -> np.ndarr
     groups = group_ids(photos.images, photos.masks, photos.species.tolist(), threshold=threshold)
     position = {pid: k for k, pid in enumerate(photos.ids)}
     for pair in joins:
-        first, *others = (position[pid.strip()] for pid in pair.split(","))
+        members = [pid.strip() for pid in pair.split(",")]
+        missing = [pid for pid in members if pid not in position]
+        if missing:
+            log.warning("--join %s: no photo %s here; not joined", pair, ", ".join(missing))
+            continue
+        first, *others = (position[pid] for pid in members)
         for other in others:
             groups[groups == groups[other]] = groups[first]
     _, groups = np.unique(groups, return_inverse=True)
