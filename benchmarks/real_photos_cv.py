@@ -365,7 +365,10 @@ def main() -> None:
             photos_at[size] = load_photos(raw_dir, size, args.mask_interpolation)
         return photos_at[size]
 
-    groups = photo_groups(photos_for(GROUPING_SIZE), args.group_threshold, args.join)
+    # Groups (hence folds) from the split stage's arrays, whatever --mask-interpolation says,
+    # so that configs are compared on the same held-out photos.
+    grouping_photos = load_photos(raw_dir, GROUPING_SIZE, "stage")
+    groups = photo_groups(grouping_photos, args.group_threshold, args.join)
     log.info("%d photos in %d groups (largest %d)", len(groups), groups.max() + 1, np.bincount(groups).max())
     only = {int(f) for f in args.only_folds.split(",")} if args.only_folds else set(range(args.folds))
     done = done_keys(results)
