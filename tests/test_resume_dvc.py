@@ -79,7 +79,9 @@ def _assert_as_uninterrupted(project: dict, out: str) -> None:
     root = project["root"]
     assert _snapshot(root) == project["files"], out
     assert _locked_hashes(root) == project["hashes"]
-    assert not list((root / "models" / "last").glob(".*.tmp"))  # no partial state writes left
+    # Nothing left by a cut write: no partial state file, no half-written model folder.
+    assert sorted(p.name for p in (root / "models").iterdir()) == [".gitignore", "last", "model", "run.json"]
+    assert [p.name for p in (root / "models" / "last").iterdir()] == ["state.pt"]
     assert {r.info.status for r in _runs(root)} <= {"FINISHED", "KILLED"}
     run_id = json.loads((root / "models" / "run.json").read_text())["run_id"]
     assert mlflow.MlflowClient(f"sqlite:///{root / 'mlflow.db'}").get_run(run_id).info.status == "FINISHED"
