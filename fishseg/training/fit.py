@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class EpochLoop:
-    """The remaining epochs of one run; ``progress`` and ``best`` say where the run stands and are what resumes."""
+    """The remaining epochs of one run; ``progress`` and ``best`` say where it stands and are what resumes."""
 
     engine: Engine
     train_loader: DataLoader
@@ -77,7 +77,7 @@ class EpochLoop:
         return meter
 
     def close_epoch(self, train: dict[str, float], val: dict[str, float]) -> bool:
-        """History, schedule, best model and state after an epoch; True when patience ends the run."""
+        """History, schedule, best weights and state after an epoch; True when patience ends the run."""
         prog, engine = self.progress, self.engine
         row = history_row(prog.epoch + 1, engine.lr, train, val)
         engine.after_epoch(val["iou"])
