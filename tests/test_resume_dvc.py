@@ -20,6 +20,8 @@ import pytest
 import torch
 import yaml
 
+from fishseg.paths import Paths
+
 from .helpers import BIN, copy_repo, dvc, run_tool, tiny, tool_env, write_params
 
 pytestmark = pytest.mark.slow
@@ -64,7 +66,7 @@ def project(tmp_path_factory) -> dict:
         run_tool(["git", *cmd], cwd=root)
     dvc("repro", "train", cwd=root, env=ENV)
     summary = json.loads((root / "metrics" / "train.json").read_text())
-    n_train = len(json.loads((root / "data" / "prepared" / "train" / "ids.json").read_text()))
+    n_train = len(json.loads((Paths(root).prepared_split("train") / "ids.json").read_text()))
     return {
         "root": root,
         "files": _snapshot(root),
