@@ -1,0 +1,236 @@
+"""Score a model on any folder of labelled photos, with the numbers the evaluate stage reports.
+
+    python -m fishseg.evaluate_folder photos/images photos/masks --model models/model --out scores/
+    python -m fishseg.evaluate_folder photos/images photos/masks --model models:/fishseg@champion
+
+Images pair with masks by their path relative to IMAGES and MASKS:
+``images/Sea Bass/00005.jpg`` with ``masks/Sea Bass/00005.png`` (the embedded dataset's
+layout; any image suffix on either side), or ``images/a.jpg`` with ``masks/a.png`` in flat
+folders. The folder under IMAGES is the species: with species folders the scores are
+also given per species. Masks are read as the split stage reads them (fish where the
+mask is bright), and must have their image's size.
+
+Each image goes through predict's path (``python -m fishseg.predict``: the same model
+loading, resizing and threshold), and the full-resolution masks are scored with the
+evaluate stage's code: dataset IoU and Dice from summed pixel counts, the means of
+per-image IoU and Dice, precision, recall, pixel accuracy and boundary F1. The numbers
+are logged and, with ``--out``, written atomically: ``metrics.json`` (the keys of
+``metrics/eval.json``), ``per_image.csv``, ``per_species.csv`` (with species folders) and
+``problems.csv`` (pairs that could not be scored).
+
+--model takes what predict takes: ``models/model`` (the default), ``runs:/<run_id>/model``,
+``models:/<name>@<alias>``, ``models:/<name>/<version>`` or ``models:/<model_id>``.
+Exit status: 0 every pair scored, 1 some images or masks missing or unreadable (listed;
+the rest is scored), 2 usage errors (no model, no pairs, nothing scorable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from fishseg.cli import offline_env, setup_logging
+from fishseg.dataset.index import MASK_GREY_TOLERANCE, Problem, read_mask, read_rgb
+from fishseg.errors import FishsegError
+from fishseg.evaluation.evaluate import headline_metrics, per_image_table, per_species_table, score_image
+from fishseg.evaluation.pairs import FolderPairs, LabelledPair, find_pairs
+from fishseg.fsutil import atomic_write_json, atomic_write_text
+from fishseg.model.inference import predict_image
+from fishseg.params import EvaluateParams
+from fishseg.serve.predict import Predictor, _device, _threshold, load_predictor
+
+log = logging.getLogger(__name__)
+
+PROBLEM_COLUMNS = ["kind", "path", "detail"]
+
+
+@dataclass
+class FolderScores:
+    """Full-resolution ``[tp, fp, fn, tn]`` counts and boundary F1 of each scored pair."""
+
+    pairs: list[LabelledPair] = field(default_factory=list)
+    counts: list[np.ndarray] = field(default_factory=list)
+    bf1: list[float] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+
+def read_pair(pair: LabelledPair) -> tuple[np.ndarray, np.ndarray] | Problem:
+    """The RGB image and its {0,1} mask, or the problem that keeps the pair from being scored."""
+    try:
+        image = read_rgb(pair.image)
+    except (ValueError, OSError) as exc:
+        return Problem("unreadable image", str(pair.image), f"{exc}; replace or remove it")
+    try:
+        truth, grey = read_mask(pair.mask)
+    except (ValueError, OSError) as exc:
+        return Problem("unreadable mask", str(pair.mask), f"{exc}; replace or remove it")
+    if truth.shape != image.shape[:2]:
+        size = f"mask {truth.shape[1]}x{truth.shape[0]} vs image {image.shape[1]}x{image.shape[0]}"
+        return Problem("size mismatch", str(pair.mask), f"{size}; masks must have their image's size")
+    if grey > MASK_GREY_TOLERANCE:
+        detail = f"{grey:.1%} of pixels are neither black nor white; masks must be 0/255"
+        return Problem("mask not binary", str(pair.mask), detail)
+    return image, truth
+
+
+def score_folder(
+    predictor: Predictor, found: FolderPairs, *, threshold: float, tolerance: int, progress: bool = True
+) -> FolderScores:
+    """Predict each pair's image as ``predict`` does and score it as the evaluate stage does."""
+    scores = FolderScores(problems=list(found.problems))
+    with logging_redirect_tqdm():
+        for pair in tqdm(found.pairs, desc="evaluate", unit="image", disable=not progress):
+            read = read_pair(pair)
+            if isinstance(read, Problem):
+                log.error("%s", read)
+                scores.problems.append(read)
+                continue
+            image, truth = read
+            prob = predict_image(predictor.model, image, predictor.image_size)
+            counts, bf1 = score_image(prob, truth, threshold, tolerance)
+            scores.pairs.append(pair)
+            scores.counts.append(counts)
+            scores.bf1.append(bf1)
+    return scores
+
+
+def result_tables(scores: FolderScores) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame | None]:
+    """Headline metrics, the per-image table and, with species folders, the per-species table."""
+    counts = np.asarray(scores.counts, dtype=np.int64).reshape(-1, 4)
+    bf1 = np.asarray(scores.bf1, dtype=np.float64)
+    metrics = headline_metrics(counts, bf1)
+    metrics["n_problems"] = len(scores.problems)
+    names = [p.name for p in scores.pairs]
+    species = [p.species for p in scores.pairs]
+    per_image = per_image_table(names, species, counts)
+    per_image["boundary_f1"] = bf1.round(6)
+    per_image["image"] = [str(p.image) for p in scores.pairs]
+    per_image["mask"] = [str(p.mask) for p in scores.pairs]
+    per_species = per_species_table(species, counts) if any(species) else None
+    return metrics, per_image, per_species
+
+
+def write_outputs(
+    out_dir: Path,
+    metrics: dict[str, Any],
+    per_image: pd.DataFrame,
+    per_species: pd.DataFrame | None,
+    problems: list[Problem],
+) -> None:
+    """The result files under ``out_dir``, each written atomically."""
+    atomic_write_json(out_dir / "metrics.json", metrics)
+    atomic_write_text(out_dir / "per_image.csv", per_image.to_csv(index=False))
+    if per_species is not None:
+        atomic_write_text(out_dir / "per_species.csv", per_species.to_csv(index=False))
+    rows = pd.DataFrame([[p.kind, p.path, p.detail] for p in problems], columns=PROBLEM_COLUMNS)
+    atomic_write_text(out_dir / "problems.csv", rows.to_csv(index=False))
+
+
+def log_summary(metrics: dict[str, Any], per_species: pd.DataFrame | None) -> None:
+    log.info(
+        "%d image(s): IoU %.4f (per image %.4f), Dice %.4f (per image %.4f), precision %.4f, "
+        "recall %.4f, pixel accuracy %.4f, boundary F1 %.4f",
+        metrics["n_images"],
+        *(metrics[k] for k in ("iou", "iou_per_image", "dice", "dice_per_image", "precision")),
+        *(metrics[k] for k in ("recall", "pixel_accuracy", "boundary_f1")),
+    )
+    if per_species is not None:
+        log.info("per species:\n%s", per_species.to_string(index=False, float_format="%.4f"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m fishseg.evaluate_folder",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("images", type=Path, help="folder of photos (species subfolders optional)")
+    parser.add_argument(
+        "masks", type=Path, help="folder of masks, laid out as IMAGES (0 background, 255 fish)"
+    )
+    parser.add_argument(
+        "--model",
+        default="models/model",
+        help="models/model (default), runs:/<run_id>/model, models:/<name>@<alias>, "
+        "models:/<name>/<version> or models:/<model_id>",
+    )
+    parser.add_argument("--out", type=Path, default=None, help="folder for the result files (default: none)")
+    parser.add_argument(
+        "--threshold",
+        type=_threshold,
+        default=0.5,
+        help="probability cut for fish (default: 0.5, as predict)",
+    )
+    tolerance = EvaluateParams().boundary_tolerance
+    parser.add_argument(
+        "--boundary-tolerance",
+        type=int,
+        default=tolerance,
+        help=f"pixels a boundary may be off for boundary F1 (default: {tolerance}, as evaluate)",
+    )
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    parser.add_argument(
+        "--root", type=Path, default=None, help="project root for the MLflow store (default: found from cwd)"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Pair, predict, score, report; the exit status (FishsegError for usage errors)."""
+    if args.boundary_tolerance < 0:
+        raise FishsegError(f"--boundary-tolerance {args.boundary_tolerance}: must be 0 or more")
+    found = find_pairs(args.images, args.masks)
+    for problem in found.problems:
+        log.error("%s", problem)
+    if not found.pairs:
+        raise FishsegError(f"no image/mask pairs in {args.images} and {args.masks} (same relative paths)")
+    device = _device(args.device)
+    predictor = load_predictor(args.model, device, args.root)
+    log.info("model %s (input %dx%d) on %s", predictor.source, *predictor.image_size[::-1], device)
+    scores = score_folder(
+        predictor,
+        found,
+        threshold=args.threshold,
+        tolerance=args.boundary_tolerance,
+        progress=not args.no_progress,
+    )
+    if not scores.pairs:
+        raise FishsegError(f"none of the {len(found.pairs)} pair(s) could be scored (listed above)")
+    metrics, per_image, per_species = result_tables(scores)
+    log_summary(metrics, per_species)
+    if args.out is not None:
+        try:
+            write_outputs(args.out, metrics, per_image, per_species, scores.problems)
+        except OSError as exc:
+            raise FishsegError(f"--out {args.out}: cannot write the results ({exc.strerror})") from None
+        log.info("wrote metrics.json, per_image.csv and problems.csv to %s", args.out)
+    if scores.problems:
+        log.error("%d image(s) or mask(s) could not be scored (listed above)", len(scores.problems))
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not logging.getLogger().handlers:
+        # Configure only a bare process; a host (pytest, a notebook) keeps its own set-up.
+        setup_logging(args.verbose)
+    offline_env()
+    try:
+        return run(args)
+    except FishsegError as exc:
+        log.error("%s", exc)
+        return 2
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return 130
