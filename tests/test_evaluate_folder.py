@@ -16,34 +16,30 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fishseg.dataset.arrays import save_split
-from fishseg.dataset.index import Pair, decode_pairs, read_mask
+from fishseg.dataset.index import read_mask
 from fishseg.evaluation.evaluate import HEADLINE, evaluate, score_image
 from fishseg.evaluation.folder import main
 from fishseg.evaluation.pairs import find_pairs
-from fishseg.model.inference import read_preprocessing
 from fishseg.paths import Paths
 from fishseg.serve.predict import main as predict_main
 
-from .helpers import REPO, tiny, write
+from .helpers import real_test_project, tiny, write
 
-REALFISH = REPO / "datasets" / "realfish"
 # Two species, two photos each: stems repeat across the species folders.
 PICKED = {"Shrimp": 2, "Sea Bass": 2}
 METRIC_KEYS = (*HEADLINE, "boundary_f1", "n_images")
 
 
 @pytest.fixture(scope="module")
-def real_pairs(tmp_path_factory) -> Path:
+def project(trained, tmp_path_factory) -> Paths:
+    """The trained project with real photos as its test split, under data/raw/images + masks."""
+    return real_test_project(tmp_path_factory.mktemp("project"), trained.paths, PICKED)
+
+
+@pytest.fixture(scope="module")
+def real_pairs(project) -> Path:
     """``images/<Species>/<stem>.jpg`` + ``masks/<Species>/<stem>.png``: real photos, 590x445."""
-    root = tmp_path_factory.mktemp("realfish")
-    for species, n in PICKED.items():
-        for image in sorted((REALFISH / "images" / species).glob("*.jpg"))[:n]:
-            mask = REALFISH / "masks" / species / f"{image.stem}.png"
-            for src, side in ((image, "images"), (mask, "masks")):
-                (root / side / species).mkdir(parents=True, exist_ok=True)
-                shutil.copy(src, root / side / species / src.name)
-    return root
+    return project.raw_dir
 
 
 def _evaluate_folder(trained, images: Path, masks: Path, out: Path, *extra: str) -> int:
@@ -51,26 +47,7 @@ def _evaluate_folder(trained, images: Path, masks: Path, out: Path, *extra: str)
     return main([str(images), str(masks), "--model", model, "--out", str(out), "--no-progress", *extra])
 
 
-def _stage_project(trained, root: Path, pairs: list[Pair], ids: list[str]) -> Paths:
-    """A project whose test split is ``pairs``, prepared as the split stage prepares it."""
-    paths = Paths(root)
-    shutil.copytree(trained.paths.model_dir, paths.model_dir)
-    size = tuple(read_preprocessing(paths.model_dir)["image_size"])
-    problems: list = []
-    decoded = list(decode_pairs(pairs, size, problems))
-    assert not problems and len(decoded) == len(pairs)
-    folder = paths.prepared_split("test")
-    folder.mkdir(parents=True)
-    save_split(folder, np.stack([d.image for d in decoded]), np.stack([d.mask for d in decoded]), ids)
-    index = pd.DataFrame(
-        {"id": ids, "species": [p.species for p in pairs], "mask": [str(p.mask) for p in pairs]}
-    )
-    index.to_csv(paths.index_csv, index=False)
-    (root / "dvc.yaml").write_text("stages: {}\n")
-    return paths
-
-
-def test_numbers_equal_the_evaluate_stage_on_the_same_photos(trained, real_pairs, tmp_path):
+def test_numbers_equal_the_evaluate_stage_on_the_same_photos(trained, project, real_pairs, tmp_path):
     out = tmp_path / "out"
     assert _evaluate_folder(trained, real_pairs / "images", real_pairs / "masks", out) == 0
     metrics = json.loads((out / "metrics.json").read_text())
@@ -78,21 +55,18 @@ def test_numbers_equal_the_evaluate_stage_on_the_same_photos(trained, real_pairs
     assert metrics["n_images"] == len(per_image) == 4 and metrics["n_problems"] == 0
     assert sorted(per_image["id"]) == ["Sea Bass/00001", "Sea Bass/00003", "Shrimp/00003", "Shrimp/00005"]
 
-    found = find_pairs(real_pairs / "images", real_pairs / "masks").pairs
-    pairs = [Pair(p.species, p.image, p.mask) for p in found]
-    paths = _stage_project(trained, tmp_path / "project", pairs, [p.name for p in found])
     # One image per forward pass, as predict runs: the very same probabilities, so equal numbers.
-    stage = evaluate(tiny(train={"batch_size": 1}), paths, progress=False)
+    stage = evaluate(tiny(train={"batch_size": 1}), project, progress=False)
     assert {k: metrics[k] for k in METRIC_KEYS} == {k: stage[k] for k in METRIC_KEYS}
-    stage_per_image = pd.read_csv(paths.plots_dir / "eval" / "per_image.csv").set_index("id")
+    stage_per_image = pd.read_csv(project.plots_dir / "eval" / "per_image.csv").set_index("id")
     columns = ["species", "iou", "dice", "precision", "recall", "boundary_f1"]
     ours = per_image.set_index("id")[columns]
     pd.testing.assert_frame_equal(ours, stage_per_image.loc[ours.index, columns])
     per_species = pd.read_csv(out / "per_species.csv")
-    pd.testing.assert_frame_equal(per_species, pd.read_csv(paths.plots_dir / "eval" / "per_species.csv"))
+    pd.testing.assert_frame_equal(per_species, pd.read_csv(project.plots_dir / "eval" / "per_species.csv"))
     # Batched, the convolutions round differently (probabilities ~1e-7 apart): a pixel at the
     # threshold may flip, nothing more.
-    batched = evaluate(trained.params, paths, progress=False)
+    batched = evaluate(trained.params, project, progress=False)
     assert trained.params.train.batch_size > 1
     for key in METRIC_KEYS:
         assert batched[key] == pytest.approx(metrics[key], abs=1e-5), key
