@@ -14,8 +14,8 @@ Each image goes through predict's path (``python -m fishseg.predict``: the same 
 loading, resizing and threshold), and the full-resolution masks are scored with the
 evaluate stage's code: dataset IoU and Dice from summed pixel counts, the means of
 per-image IoU and Dice, precision, recall, pixel accuracy and boundary F1. The numbers
-are logged and, with ``--out``, written atomically: ``metrics.json`` (the keys of
-``metrics/eval.json``), ``per_image.csv``, ``per_species.csv`` (with species folders) and
+are logged and, with ``--out``, written atomically: ``metrics.json`` (the full-resolution
+keys of ``metrics/eval.json``, plus ``n_problems``), ``per_image.csv``, ``per_species.csv`` (with species folders) and
 ``problems.csv`` (pairs that could not be scored).
 
 --model takes what predict takes: ``models/model`` (the default), ``runs:/<run_id>/model``,
@@ -213,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
             write_outputs(args.out, metrics, per_image, per_species, scores.problems)
         except OSError as exc:
             raise FishsegError(f"--out {args.out}: cannot write the results ({exc.strerror})") from None
-        log.info("wrote metrics.json, per_image.csv and problems.csv to %s", args.out)
+        log.info("wrote the results to %s", args.out)
     if scores.problems:
         log.error("%d image(s) or mask(s) could not be scored (listed above)", len(scores.problems))
         return 1
