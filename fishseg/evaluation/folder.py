@@ -15,8 +15,8 @@ loading, resizing and threshold), and the full-resolution masks are scored with 
 evaluate stage's code: dataset IoU and Dice from summed pixel counts, the means of
 per-image IoU and Dice, precision, recall, pixel accuracy and boundary F1. The numbers
 are logged and, with ``--out``, written atomically: ``metrics.json`` (the full-resolution
-keys of ``metrics/eval.json``, plus ``n_problems``), ``per_image.csv``, ``per_species.csv`` (with species folders) and
-``problems.csv`` (pairs that could not be scored).
+keys of ``metrics/eval.json``, plus ``n_problems``), ``per_image.csv``,
+``per_species.csv`` (with species folders) and ``problems.csv`` (pairs not scored).
 
 --model takes what predict takes: ``models/model`` (the default), ``runs:/<run_id>/model``,
 ``models:/<name>@<alias>``, ``models:/<name>/<version>`` or ``models:/<model_id>``.
