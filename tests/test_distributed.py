@@ -38,10 +38,10 @@ def test_launch_only_outside_torchrun():
     assert launch.needs_launch(two, env={})
     assert not launch.needs_launch(two, env={"LOCAL_RANK": "0", "WORLD_SIZE": "2"})
     assert not launch.needs_launch(tiny().train, env={})
-    args = launch.torchrun_args(2, "stages/train.py", ["--root", "x"])
-    assert args[:2] == ["--standalone", "--nproc_per_node=2"]
-    assert Path(args[2]).is_absolute() and args[2].endswith("stages/train.py")
-    assert args[3:] == ["--root", "x"]
+    args = launch.torchrun_args(2, "stages/train.py", ["--root", "x"], 29999)
+    assert args[:2] == ["--nnodes=1", "--nproc_per_node=2"] and "--master_addr=127.0.0.1" in args
+    assert Path(args[5]).is_absolute() and args[5].endswith("stages/train.py")
+    assert args[6:] == ["--root", "x"]
 
 
 def test_val_shards_cover_each_item_once():

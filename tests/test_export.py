@@ -61,3 +61,14 @@ def test_export_usage_errors(tmp_path, caplog):
     assert main(["--model", str(tmp_path / "nowhere"), "--out", str(tmp_path / "m.onnx")]) == 2
     assert "preprocessing.json: missing" in caplog.text
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_failed_parity_keeps_the_previous_file_and_leaves_no_other(model_dir, tmp_path, caplog):
+    """A parity failure exits 1: the previous .onnx stays as it was, and no temp file remains."""
+    out = tmp_path / "model.onnx"
+    out.write_bytes(b"the previous, checked export")
+    assert main(["--model", str(model_dir), "--out", str(out), "--tolerance", "1e-15"]) == 1
+    assert out.read_bytes() == b"the previous, checked export"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
+    (error,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert "differs from PyTorch by" in error and f"{out} was not written" in error

@@ -139,14 +139,20 @@ def score_image(
 
 
 def full_resolution_scores(
-    paths: Paths, mask_files: list[str], probs: np.ndarray, threshold: float, tolerance: int, progress: bool
+    paths: Paths,
+    mask_files: list[str],
+    probs: np.ndarray,
+    threshold: float,
+    tolerance: int,
+    progress: bool,
+    max_pixels: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Counts and boundary F1 per image, with predictions resized back to each original mask."""
     counts = np.zeros((len(mask_files), 4), dtype=np.int64)
     bf1 = np.zeros(len(mask_files))
     for i, rel in enumerate(tqdm(mask_files, desc="full-res", unit="img", disable=not progress)):
         try:
-            truth, _ = read_mask(paths.root / rel)
+            truth, _ = read_mask(paths.root / rel, max_pixels)
         except (OSError, ValueError) as exc:
             raise FishsegError(f"{rel}: cannot read the test mask ({exc}); rerun dvc repro split") from None
         counts[i], bf1[i] = score_image(to_original_size(probs[i], truth.shape), truth, threshold, tolerance)
@@ -199,7 +205,13 @@ def evaluate(params: Params, paths: Paths, *, progress: bool = True) -> dict[str
 
     small = counts_from_probs(probs, np.asarray(test.masks), ep.threshold)
     full, bf1 = full_resolution_scores(
-        paths, index["mask"].tolist(), probs, ep.threshold, ep.boundary_tolerance, progress
+        paths,
+        index["mask"].tolist(),
+        probs,
+        ep.threshold,
+        ep.boundary_tolerance,
+        progress,
+        params.data.max_image_pixels,
     )
     metrics = headline_metrics(full, bf1)
     small_summary = summarize(small)
@@ -220,7 +232,13 @@ def evaluate(params: Params, paths: Paths, *, progress: bool = True) -> dict[str
     _save_predictions(paths, test.ids, probs, full)
 
     _log_to_mlflow(params, paths, metrics, per_species)
-    if params.mlflow.register_model:
+    if params.mlflow.register_model and not full[:, [0, 2]].any():
+        # No fish in the test masks: an empty prediction scores IoU 1.0 there and would be
+        # crowned for good. The split stage refuses such a split; this holds for older data too.
+        log.warning(
+            "the test masks hold no fish pixels: the model is not registered (test IoU means nothing)"
+        )
+    elif params.mlflow.register_model:
         from fishseg.tracking.registry import maybe_register
 
         maybe_register(params, read_run_id(paths.run_json), metrics["iou"], root=paths.root)

@@ -10,6 +10,7 @@ evaluate stage (``evaluate.threshold``) and ``predict --threshold`` choose it.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import cv2
@@ -50,10 +51,26 @@ def write_model_dir(
 
 
 def read_preprocessing(model_dir: Path) -> dict:
+    """``preprocessing.json``, checked: 3 finite means, 3 positive stds, a sane training size."""
     path = Path(model_dir) / PREPROCESSING_FILE
     if not path.is_file():
         raise FishsegError(f"{path}: missing; {model_dir} was not written by the train stage")
-    return json.loads(path.read_text())
+    try:
+        if path.stat().st_size > 1 << 16:
+            raise ValueError("too large")
+        pre = json.loads(path.read_text(encoding="utf-8"))
+        mean, std, size = (list(map(float, pre[key])) for key in ("mean", "std", "image_size"))
+        if len(mean) != 3 or len(std) != 3 or len(size) != 2:
+            raise ValueError("mean and std need 3 values, image_size 2")
+        if not all(math.isfinite(v) for v in mean + std) or min(std) <= 0:
+            raise ValueError("mean must be finite and std positive")
+        if not all(v.is_integer() and 32 <= v <= 4096 and v % 32 == 0 for v in size):
+            raise ValueError(f"image_size {size}: multiples of 32 from 32 to 4096")
+    except (ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
+        raise FishsegError(
+            f"{path}: not a preprocessing record ({type(exc).__name__}: {exc}); run the train stage again"
+        ) from None
+    return {**pre, "image_size": [int(v) for v in size]}
 
 
 def load_inference_model(model_dir: Path, device: torch.device | str = "cpu") -> tuple[InferenceModel, dict]:

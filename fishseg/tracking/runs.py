@@ -29,7 +29,7 @@ def start_training_run(params: Params, root: Path, run_id: str | None, extra_par
         run = mlflow.start_run(experiment_id=experiment_id, tags=store.run_tags(root))
         mlflow.log_params(params.flat())
         mlflow.log_params(extra_params)
-    log.info("MLflow run %s (%s)", run.info.run_id, mlflow.get_tracking_uri())
+    log.info("MLflow run %s (%s)", run.info.run_id, store.shown(mlflow.get_tracking_uri()))
     return run
 
 
