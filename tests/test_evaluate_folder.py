@@ -58,6 +58,9 @@ def test_numbers_equal_the_evaluate_stage_on_the_same_photos(trained, project, r
     # One image per forward pass, as predict runs: the very same probabilities, so equal numbers.
     stage = evaluate(tiny(train={"batch_size": 1}), project, progress=False)
     assert {k: metrics[k] for k in METRIC_KEYS} == {k: stage[k] for k in METRIC_KEYS}
+    # Every number eval.json and metrics.json share is equal (eval.json adds training-size scores).
+    shared = set(metrics) & set(stage)
+    assert len(shared) == len(METRIC_KEYS) and all(metrics[k] == stage[k] for k in shared)
     stage_per_image = pd.read_csv(project.plots_dir / "eval" / "per_image.csv").set_index("id")
     columns = ["species", "iou", "dice", "precision", "recall", "boundary_f1"]
     ours = per_image.set_index("id")[columns]

@@ -7,8 +7,8 @@ Images pair with masks by their path relative to IMAGES and MASKS:
 ``images/Sea Bass/00005.jpg`` with ``masks/Sea Bass/00005.png`` (the embedded dataset's
 layout; any image suffix on either side), or ``images/a.jpg`` with ``masks/a.png`` in flat
 folders. The folder under IMAGES is the species: with species folders the scores are
-also given per species. Masks are read as the split stage reads them (fish where the
-mask is bright), and must have their image's size.
+also given per species. Each pair passes the split stage's checks (readable, under the
+pixel cap, a mask of a clear encoding, binary, of its image's size).
 
 Each image goes through predict's path (``python -m fishseg.predict``: the same model
 loading, resizing and threshold), and the full-resolution masks are scored with the
@@ -37,15 +37,17 @@ import pandas as pd
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from fishseg.cli import offline_env, setup_logging
-from fishseg.dataset.index import MASK_GREY_TOLERANCE, Problem, read_mask, read_rgb
+from fishseg.cli import front_door, offline_env, setup_logging
+from fishseg.dataset.index import Problem, read_pair
 from fishseg.errors import FishsegError
 from fishseg.evaluation.evaluate import headline_metrics, per_image_table, per_species_table, score_image
 from fishseg.evaluation.pairs import FolderPairs, LabelledPair, find_pairs
-from fishseg.fsutil import atomic_write_json, atomic_write_text
+from fishseg.fsutil import atomic_write_json, atomic_write_text, write_error
 from fishseg.model.inference import predict_image
 from fishseg.params import EvaluateParams
-from fishseg.serve.predict import Predictor, _device, _threshold, load_predictor
+from fishseg.paths import find_root
+from fishseg.redact import redact_uri
+from fishseg.serve.predict import Predictor, _device, _positive, _threshold, load_predictor, project_params
 
 log = logging.getLogger(__name__)
 
@@ -62,33 +64,24 @@ class FolderScores:
     problems: list[Problem] = field(default_factory=list)
 
 
-def read_pair(pair: LabelledPair) -> tuple[np.ndarray, np.ndarray] | Problem:
-    """The RGB image and its {0,1} mask, or the problem that keeps the pair from being scored."""
-    try:
-        image = read_rgb(pair.image)
-    except (ValueError, OSError) as exc:
-        return Problem("unreadable image", str(pair.image), f"{exc}; replace or remove it")
-    try:
-        truth, grey = read_mask(pair.mask)
-    except (ValueError, OSError) as exc:
-        return Problem("unreadable mask", str(pair.mask), f"{exc}; replace or remove it")
-    if truth.shape != image.shape[:2]:
-        size = f"mask {truth.shape[1]}x{truth.shape[0]} vs image {image.shape[1]}x{image.shape[0]}"
-        return Problem("size mismatch", str(pair.mask), f"{size}; masks must have their image's size")
-    if grey > MASK_GREY_TOLERANCE:
-        detail = f"{grey:.1%} of pixels are neither black nor white; masks must be 0/255"
-        return Problem("mask not binary", str(pair.mask), detail)
-    return image, truth
-
-
 def score_folder(
-    predictor: Predictor, found: FolderPairs, *, threshold: float, tolerance: int, progress: bool = True
+    predictor: Predictor,
+    found: FolderPairs,
+    *,
+    threshold: float,
+    tolerance: int,
+    max_pixels: int | None = None,
+    progress: bool = True,
 ) -> FolderScores:
-    """Predict each pair's image as ``predict`` does and score it as the evaluate stage does."""
+    """Predict each pair's image as ``predict`` does and score it as the evaluate stage does.
+
+    Pairs are checked as the split stage checks them (:func:`read_pair`); those that fail
+    are logged and listed in the result's problems.
+    """
     scores = FolderScores(problems=list(found.problems))
     with logging_redirect_tqdm():
         for pair in tqdm(found.pairs, desc="evaluate", unit="image", disable=not progress):
-            read = read_pair(pair)
+            read = read_pair(pair.image, pair.mask, max_pixels, knob="--max-pixels")
             if isinstance(read, Problem):
                 log.error("%s", read)
                 scores.problems.append(read)
@@ -176,9 +169,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=tolerance,
         help=f"pixels a boundary may be off for boundary F1 (default: {tolerance}, as evaluate)",
     )
+    parser.add_argument(
+        "--max-pixels",
+        type=_positive,
+        default=None,
+        help="list images and masks with more pixels as problems, read from the header before decoding "
+        "(default: data.max_image_pixels of the project's params.yaml, 50 Mpx outside a project)",
+    )
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     parser.add_argument(
-        "--root", type=Path, default=None, help="project root for the MLflow store (default: found from cwd)"
+        "--root",
+        type=Path,
+        default=None,
+        help="project root for the MLflow store and params.yaml (default: found from cwd)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -195,13 +198,17 @@ def run(args: argparse.Namespace) -> int:
     if not found.pairs:
         raise FishsegError(f"no image/mask pairs in {args.images} and {args.masks} (same relative paths)")
     device = _device(args.device)
-    predictor = load_predictor(args.model, device, args.root)
-    log.info("model %s (input %dx%d) on %s", predictor.source, *predictor.image_size[::-1], device)
+    root = (args.root or find_root()).resolve()
+    predictor = load_predictor(args.model, device, root)
+    log.info(
+        "model %s (input %dx%d) on %s", redact_uri(predictor.source), *predictor.image_size[::-1], device
+    )
     scores = score_folder(
         predictor,
         found,
         threshold=args.threshold,
         tolerance=args.boundary_tolerance,
+        max_pixels=args.max_pixels or project_params(root).data.max_image_pixels,
         progress=not args.no_progress,
     )
     if not scores.pairs:
@@ -212,7 +219,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             write_outputs(args.out, metrics, per_image, per_species, scores.problems)
         except OSError as exc:
-            raise FishsegError(f"--out {args.out}: cannot write the results ({exc.strerror})") from None
+            raise write_error(Path(exc.filename or args.out), exc, "choose another --out") from None
         log.info("wrote the results to %s", args.out)
     if scores.problems:
         log.error("%d image(s) or mask(s) could not be scored (listed above)", len(scores.problems))
@@ -226,11 +233,4 @@ def main(argv: list[str] | None = None) -> int:
         # Configure only a bare process; a host (pytest, a notebook) keeps its own set-up.
         setup_logging(args.verbose)
     offline_env()
-    try:
-        return run(args)
-    except FishsegError as exc:
-        log.error("%s", exc)
-        return 2
-    except KeyboardInterrupt:
-        log.error("interrupted")
-        return 130
+    return front_door(lambda: run(args))

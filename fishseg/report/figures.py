@@ -39,10 +39,13 @@ def load_predictions(paths: Paths) -> dict[str, np.ndarray]:
         ) from None
 
 
-def original_pair(paths: Paths, row: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+def original_pair(
+    paths: Paths, row: pd.Series, max_pixels: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """A test pair as the photo and {0,1} mask under ``data/raw`` that the evaluate stage scored."""
     try:
-        return read_rgb(paths.root / row["image"]), read_mask(paths.root / row["mask"])[0]
+        image = read_rgb(paths.root / row["image"], max_pixels)
+        return image, read_mask(paths.root / row["mask"], max_pixels)[0]
     except (OSError, ValueError) as exc:
         raise FishsegError(
             f"{row['image']} / {row['mask']}: cannot read the test pair ({exc}); rerun dvc repro split"
@@ -60,7 +63,7 @@ def _prediction_grids(
     for kind, picks in chosen.items():
         images, masks, probs = [], [], []
         for i in picks:
-            image, mask = original_pair(paths, rows.iloc[i])
+            image, mask = original_pair(paths, rows.iloc[i], params.data.max_image_pixels)
             images.append(image)
             masks.append(mask)
             # Resized exactly as evaluate resized them to score: the drawn pixels are the counted ones.
