@@ -166,3 +166,15 @@ def test_pairs_by_relative_path(tmp_path):
     assert [(p.name, p.species) for p in found.pairs] == [("A/x", "A"), ("B/x", "B")]
     assert [p.kind for p in found.problems] == ["ambiguous mask"]
     assert "y.bmp" in found.problems[0].detail and "y.png" in found.problems[0].detail
+
+
+def test_pixel_cap_lists_the_photos_over_it(trained, real_pairs, tmp_path, caplog):
+    out = tmp_path / "out"
+    # The photos are 590x445 = 262,550 pixels: all over this cap, so nothing can be scored.
+    code = _evaluate_folder(
+        trained, real_pairs / "images", real_pairs / "masks", out, "--max-pixels", "200000"
+    )
+    assert code == 2 and not out.exists()
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert sum("unreadable image" in line and "--max-pixels" in line for line in errors) == 4
+    assert "none of the 4 pair(s) could be scored" in errors[-1]
