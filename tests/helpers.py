@@ -126,6 +126,69 @@ def write_prepared(
     return paths
 
 
+REALFISH = REPO / "datasets" / "realfish"
+
+
+def copy_real_pairs(dest: Path, picked: dict[str, int]) -> Path:
+    """The first ``n`` embedded real photos of each species in ``picked``, with their masks, as
+    ``dest/images/<Species>/<stem>.jpg`` + ``dest/masks/<Species>/<stem>.png`` (590x445)."""
+    for species, n in picked.items():
+        for image in sorted((REALFISH / "images" / species).glob("*.jpg"))[:n]:
+            mask = REALFISH / "masks" / species / f"{image.stem}.png"
+            for src, side in ((image, "images"), (mask, "masks")):
+                (dest / side / species).mkdir(parents=True, exist_ok=True)
+                shutil.copy(src, dest / side / species / src.name)
+    return dest
+
+
+def real_test_project(root: Path, trained: Paths, picked: dict[str, int]) -> Paths:
+    """The trained project (model, train split, stats, history) with real photos as its test split.
+
+    The photos go to ``data/raw/images`` + ``data/raw/masks`` and are prepared at the model's
+    training size as the split stage prepares them; test ids are their relative names
+    (``Sea Bass/00001``).
+    """
+    import pandas as pd
+
+    from fishseg.dataset.arrays import save_split
+    from fishseg.dataset.index import Pair, decode_pairs
+    from fishseg.evaluation.pairs import find_pairs
+    from fishseg.model.inference import read_preprocessing
+
+    paths = Paths(root)
+    for rel in ("models/model", "data/prepared/train", "data/stats.json", "plots/train/history.csv"):
+        copy = shutil.copytree if (trained.root / rel).is_dir() else shutil.copy
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        copy(trained.root / rel, root / rel)
+    shutil.copy(trained.root / "params.yaml", root / "params.yaml")
+    (root / "dvc.yaml").write_text("stages: {}\n")
+    found = find_pairs(*(copy_real_pairs(paths.raw_dir, picked) / side for side in ("images", "masks"))).pairs
+    problems: list = []
+    size = tuple(read_preprocessing(paths.model_dir)["image_size"])
+    decoded = list(decode_pairs([Pair(p.species, p.image, p.mask) for p in found], size, problems))
+    assert not problems and len(decoded) == len(found)
+    test_dir = paths.prepared_split("test")
+    test_dir.mkdir(parents=True)
+    ids = [p.name for p in found]
+    save_split(test_dir, np.stack([d.image for d in decoded]), np.stack([d.mask for d in decoded]), ids)
+    index = pd.read_csv(trained.index_csv)
+    test_rows = pd.DataFrame(
+        {
+            "id": ids,
+            "species": [p.species for p in found],
+            "image": [p.image.relative_to(root).as_posix() for p in found],
+            "mask": [p.mask.relative_to(root).as_posix() for p in found],
+            "width": [d.width for d in decoded],
+            "height": [d.height for d in decoded],
+            "fg_frac": [d.fg_frac for d in decoded],
+            "group": range(len(index), len(index) + len(found)),
+            "split": "test",
+        }
+    )
+    pd.concat([index[index["split"] == "train"], test_rows]).to_csv(paths.index_csv, index=False)
+    return paths
+
+
 def read_metrics(paths: Paths, name: str) -> dict:
     """``metrics/<name>`` as written by a stage."""
     return json.loads((paths.metrics_dir / name).read_text())

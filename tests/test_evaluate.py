@@ -44,6 +44,8 @@ def test_evaluate_writes_flat_metrics_tables_and_predictions(trained):
     assert abs(len(confusion) - 1000) <= 2
     with np.load(paths.predictions_npz) as data:
         assert data["probs"].shape == (6, 32, 32) and data["counts"].shape == (6, 4)
+        # As scored, so the plot stage draws exactly the pixels counted here.
+        assert data["probs"].dtype == np.float32
 
 
 def test_tta_changes_predictions_but_not_the_contract(trained):

@@ -173,16 +173,18 @@ def binarize_mask(plane: np.ndarray, full: int) -> tuple[np.ndarray, float]:
     return (plane >= MASK_THRESHOLD * full).astype(np.uint8), grey
 
 
-def read_mask(path: Path, max_pixels: int | None = None) -> tuple[np.ndarray, float]:
+def read_mask(
+    path: Path, max_pixels: int | None = None, knob: str = "data.max_image_pixels"
+) -> tuple[np.ndarray, float]:
     """Decode a mask of any common encoding as {0,1} uint8; also return its fraction of grey pixels.
 
     0/255 and 0/1 (8 or 16 bit), grey, RGB, palette and alpha masks read as the fish they
     mark; an encoding that cannot say which pixels are fish raises :class:`MaskEncodingError`.
     """
-    pixels = _decode(path, cv2.IMREAD_UNCHANGED, max_pixels, "data.max_image_pixels")  # keeps 16 bit, alpha
+    pixels = _decode(path, cv2.IMREAD_UNCHANGED, max_pixels, knob)  # keeps 16 bit, alpha
     if (pixels.ndim == 2 or pixels.shape[-1] == 3) and _may_carry_orientation(path):
         # IMREAD_UNCHANGED ignores an EXIF orientation; read_rgb applies it, so must the mask.
-        pixels = _decode(path, cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH, max_pixels, "data.max_image_pixels")
+        pixels = _decode(path, cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH, max_pixels, knob)
     plane, full = mask_plane(pixels)
     return binarize_mask(plane, full)
 
@@ -220,44 +222,44 @@ def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(mask, (size[1], size[0]), interpolation=cv2.INTER_AREA)
 
 
+def read_pair(
+    image_path: Path, mask_path: Path, max_pixels: int | None = None, knob: str = "data.max_image_pixels"
+) -> tuple[np.ndarray, np.ndarray] | Problem:
+    """The RGB image and its {0,1} mask at their own size, or the problem that keeps the pair out.
+
+    The one set of rules for a usable pair (both readable, the mask's encoding clear, one
+    size, the mask binary): the split stage and ``evaluate_folder`` both apply it.
+    """
+    try:
+        image = read_rgb(image_path, max_pixels, knob)
+    except (ValueError, OSError) as exc:
+        return Problem("unreadable image", str(image_path), f"{exc}; replace or remove it")
+    try:
+        mask, grey = read_mask(mask_path, max_pixels, knob)
+    except MaskEncodingError as exc:
+        return Problem("mask encoding", str(mask_path), str(exc))
+    except (ValueError, OSError) as exc:
+        return Problem("unreadable mask", str(mask_path), f"{exc}; replace or remove it")
+    if image.shape[:2] != mask.shape[:2]:
+        size = f"mask {mask.shape[1]}x{mask.shape[0]} vs image {image.shape[1]}x{image.shape[0]}"
+        return Problem("size mismatch", str(mask_path), f"{size}; masks must have their image's size")
+    if grey > MASK_GREY_TOLERANCE:
+        detail = f"{grey:.1%} of pixels are neither black nor white; {MASK_FIX}"
+        return Problem("mask not binary", str(mask_path), detail)
+    return image, mask
+
+
 def decode_pairs(
     pairs: list[Pair], size: tuple[int, int], problems: list[Problem], max_pixels: int | None = None
 ) -> Iterator[DecodedPair]:
     """Decode, check and resize each pair; bad pairs go to ``problems`` and are not yielded."""
     height, width = size
     for pair in pairs:
-        try:
-            image = read_rgb(pair.image, max_pixels)
-        except (ValueError, OSError) as exc:
-            problems.append(Problem("unreadable image", str(pair.image), f"{exc}; replace or remove it"))
+        read = read_pair(pair.image, pair.mask, max_pixels)
+        if isinstance(read, Problem):
+            problems.append(read)
             continue
-        try:
-            mask, grey = read_mask(pair.mask, max_pixels)
-        except MaskEncodingError as exc:
-            problems.append(Problem("mask encoding", str(pair.mask), str(exc)))
-            continue
-        except (ValueError, OSError) as exc:
-            problems.append(Problem("unreadable mask", str(pair.mask), f"{exc}; replace or remove it"))
-            continue
-        if image.shape[:2] != mask.shape[:2]:
-            problems.append(
-                Problem(
-                    "size mismatch",
-                    str(pair.mask),
-                    f"mask {mask.shape[1]}x{mask.shape[0]} vs image {image.shape[1]}x{image.shape[0]}; "
-                    "masks must have their image's size",
-                )
-            )
-            continue
-        if grey > MASK_GREY_TOLERANCE:
-            problems.append(
-                Problem(
-                    "mask not binary",
-                    str(pair.mask),
-                    f"{grey:.1%} of pixels are neither black nor white; {MASK_FIX}",
-                )
-            )
-            continue
+        image, mask = read
         yield DecodedPair(
             species=pair.species,
             image_path=pair.image,

@@ -28,6 +28,7 @@ from fishseg.evaluation.metrics import scores, summarize
 from fishseg.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text
 from fishseg.model.forward import Forward
 from fishseg.model.inference import load_inference_model
+from fishseg.model.resize import to_original_size
 from fishseg.params import Params
 from fishseg.paths import Paths
 from fishseg.tracking.runs import read_run_id
@@ -129,6 +130,14 @@ def boundary_f1(pred: np.ndarray, truth: np.ndarray, tolerance: int) -> float:
     return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
 
 
+def score_image(
+    prob: np.ndarray, truth: np.ndarray, threshold: float, tolerance: int
+) -> tuple[np.ndarray, float]:
+    """``[tp, fp, fn, tn]`` and boundary F1 of one probability map against its {0,1} mask, same size."""
+    counts = counts_from_probs(prob[None], truth[None], threshold)[0]
+    return counts, boundary_f1(prob >= threshold, truth, tolerance)
+
+
 def full_resolution_scores(
     paths: Paths,
     mask_files: list[str],
@@ -146,11 +155,17 @@ def full_resolution_scores(
             truth, _ = read_mask(paths.root / rel, max_pixels)
         except (OSError, ValueError) as exc:
             raise FishsegError(f"{rel}: cannot read the test mask ({exc}); rerun dvc repro split") from None
-        h, w = truth.shape
-        prob = cv2.resize(probs[i], (w, h), interpolation=cv2.INTER_LINEAR)
-        counts[i] = counts_from_probs(prob[None], truth[None], threshold)[0]
-        bf1[i] = boundary_f1(prob >= threshold, truth, tolerance)
+        counts[i], bf1[i] = score_image(to_original_size(probs[i], truth.shape), truth, threshold, tolerance)
     return counts, bf1
+
+
+def headline_metrics(counts: np.ndarray, bf1: np.ndarray) -> dict[str, Any]:
+    """The headline numbers of per-image full-resolution counts and boundary F1s, rounded."""
+    summary = summarize(counts)
+    metrics: dict[str, Any] = {k: round(summary[k], 6) for k in HEADLINE}
+    metrics["boundary_f1"] = round(float(np.mean(bf1)), 6) if len(bf1) else 0.0
+    metrics["n_images"] = len(counts)
+    return metrics
 
 
 def confusion_rows(counts: np.ndarray, resolution: int = 1000) -> pd.DataFrame:
@@ -198,13 +213,10 @@ def evaluate(params: Params, paths: Paths, *, progress: bool = True) -> dict[str
         progress,
         params.data.max_image_pixels,
     )
-    summary = summarize(full)
-    metrics = {k: round(summary[k], 6) for k in HEADLINE}
-    metrics["boundary_f1"] = round(float(bf1.mean()), 6)
+    metrics = headline_metrics(full, bf1)
     small_summary = summarize(small)
     metrics["iou_train_size"] = round(small_summary["iou"], 6)
     metrics["dice_train_size"] = round(small_summary["dice"], 6)
-    metrics["n_images"] = len(test)
 
     per_image = per_image_table(test.ids, species, full)
     per_image["boundary_f1"] = bf1.round(6)
@@ -216,7 +228,8 @@ def evaluate(params: Params, paths: Paths, *, progress: bool = True) -> dict[str
     atomic_write_text(eval_dir / "confusion.csv", confusion_rows(full).to_csv(index=False))
     worst = per_image.sort_values(["iou", "id"]).head(ep.worst_k)
     atomic_write_text(eval_dir / "worst_images.csv", worst.to_csv(index=False))
-    _save_predictions(paths, test.ids, probs.astype(np.float16), full)
+    # float32 as scored: the plot stage resizes these to draw exactly the pixels counted here.
+    _save_predictions(paths, test.ids, probs, full)
 
     _log_to_mlflow(params, paths, metrics, per_species)
     if params.mlflow.register_model and not full[:, [0, 2]].any():

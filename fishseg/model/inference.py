@@ -22,6 +22,7 @@ from fishseg.errors import FishsegError
 from fishseg.fsutil import atomic_dir, atomic_write_json
 from fishseg.model.io import load_model, save_model
 from fishseg.model.normalize import Normalizer
+from fishseg.model.resize import to_original_size
 
 PREPROCESSING_FILE = "preprocessing.json"
 
@@ -87,4 +88,4 @@ def predict_image(model: InferenceModel, image: np.ndarray, size: tuple[int, int
     device = next(model.parameters()).device
     x = torch.from_numpy(small.transpose(2, 0, 1).copy()).float()[None].to(device)
     prob = model(x)[0, 0].float().cpu().numpy()
-    return cv2.resize(prob, (w, h), interpolation=cv2.INTER_LINEAR)
+    return to_original_size(prob, (h, w))
