@@ -38,6 +38,7 @@ import pytest
 
 from fishseg.errors import FishsegError
 from fishseg.params import DataParams
+from fishseg.paths import Paths
 from fishseg.sources.fetch import fetch
 from fishseg.sources.kaggle import (
     MAX_RETRY_AFTER_S,
@@ -48,9 +49,18 @@ from fishseg.sources.kaggle import (
     retry_after_s,
 )
 from fishseg.sources.layout import image_dir
-from tests._fishdata import assert_untouched, fish_dataset, image_bytes, make_good_raw, write, zip_tree
 
-from .conftest import REPO, tiny, write_params
+from .helpers import (
+    REPO,
+    assert_untouched,
+    fish_dataset,
+    image_bytes,
+    make_good_raw,
+    tiny,
+    write,
+    write_params,
+    zip_tree,
+)
 
 USER = "fish-user"
 KEY = "0123456789abcdef-fake-kaggle-key"
@@ -64,10 +74,11 @@ class FakeKaggle(ThreadingHTTPServer):
     """Answers as api.kaggle.com (a POST, then a 302 to storage) and as storage (the zip).
 
     ``api`` and ``storage`` are scripts of what to do on each request, in order; when a
-    script runs out, it succeeds. Storage actions: ok, drop (half the body, then the
-    connection closes), stall (half the body, then silence), an HTTP status, or a
-    (status, Retry-After value) pair; the API takes statuses and pairs. Access tokens are
-    checked as Kaggle does (IntrospectToken): ``TOKEN`` is active, for ``USER``.
+    script runs out, it succeeds. Storage actions: ok, chunked (no Content-Length: the size
+    is known only by streaming), drop (half the body, then the connection closes), stall
+    (half the body, then silence), an HTTP status, or a (status, Retry-After value) pair;
+    the API takes statuses and pairs. Access tokens are checked as Kaggle does
+    (IntrospectToken): ``TOKEN`` is active, for ``USER``.
     """
 
     daemon_threads = True
@@ -154,6 +165,14 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self.send_response(200)
         self.send_header("Content-Type", "application/zip")
+        if action == "chunked":
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for start in range(0, len(data), 4096):
+                part = data[start : start + 4096]
+                self.wfile.write(f"{len(part):x}\r\n".encode() + part + b"\r\n")
+            self.wfile.write(b"0\r\n\r\n")
+            return
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         if action == "ok":
@@ -225,7 +244,7 @@ def server(archive: bytes, clean_env: Path, monkeypatch) -> Iterator[FakeKaggle]
 
 @pytest.fixture
 def raw(tmp_path: Path) -> tuple[Path, dict]:
-    raw_dir = tmp_path / "data" / "raw"
+    raw_dir = Paths(tmp_path).raw_dir
     return raw_dir, make_good_raw(raw_dir)
 
 
@@ -520,16 +539,35 @@ def test_client_errors_are_not_retried(
     assert_no_secret(str(info.value), caplog.text)
 
 
-def test_download_over_the_cap_is_refused(server: FakeKaggle, raw, monkeypatch) -> None:
+def test_download_declared_over_the_cap_is_refused(server: FakeKaggle, raw, monkeypatch) -> None:
+    """The Content-Length says too much: refused before a byte of the body is read."""
     raw_dir, before = raw
     monkeypatch.setenv("KAGGLE_USERNAME", USER)
     monkeypatch.setenv("KAGGLE_KEY", KEY)
 
-    with pytest.raises(FishsegError, match="more than data.max_archive_bytes = 1000"):
+    with pytest.raises(FishsegError, match=r"is \d+ bytes, more than data.max_archive_bytes = 1000"):
         fetch(kaggle_params(max_archive_bytes=1000), raw_dir, progress=False)
 
     assert len(server.calls(STORAGE_PATH)) == 2
     assert_untouched(raw_dir, before)
+
+
+def test_download_streamed_over_the_cap_is_refused(server: FakeKaggle, raw, monkeypatch) -> None:
+    """No Content-Length (chunked transfer): the bytes are counted as they arrive."""
+    raw_dir, before = raw
+    monkeypatch.setenv("KAGGLE_USERNAME", USER)
+    monkeypatch.setenv("KAGGLE_KEY", KEY)
+    # Two requests reach storage: the SDK's redirect (closed unread), then the streamed read.
+    server.storage = ["chunked", "chunked"]
+
+    with pytest.raises(FishsegError, match="sent more than data.max_archive_bytes = 1000 bytes"):
+        fetch(kaggle_params(max_archive_bytes=1000), raw_dir, progress=False)
+
+    assert len(server.calls(STORAGE_PATH)) == 2
+    assert_untouched(raw_dir, before)
+    # The same chunked transfer under the cap goes through: the cap, not the framing, refused it.
+    server.storage = ["chunked", "chunked"]
+    assert fetch(kaggle_params(), raw_dir, progress=False)["pairs"] == {"Red Mullet": 2, "Trout": 3}
 
 
 def test_downloaded_non_zip_is_refused(server: FakeKaggle, raw, monkeypatch) -> None:

@@ -11,7 +11,7 @@ import yaml
 from fishseg.paths import Paths
 from fishseg.tracking import lineage
 
-from .conftest import tiny
+from .helpers import tiny
 
 
 def _git(root, *args):

@@ -23,7 +23,7 @@ from fishseg.evaluation.evaluate import evaluate
 from fishseg.training.train import train
 
 from ._browser import chromium, chromium_or_skip
-from .conftest import tiny, write_prepared
+from .helpers import tiny, write_prepared
 
 pytestmark = pytest.mark.slow
 

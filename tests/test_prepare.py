@@ -11,7 +11,7 @@ from fishseg.errors import FishsegError
 from fishseg.params import DataParams, SplitParams
 from fishseg.paths import Paths
 
-from ._fishdata import fish_dataset, image_bytes, write
+from .helpers import fish_dataset, image_bytes, write
 
 SPECIES = {"Trout": 6, "Shrimp": 6, "Sea Bass": 6}
 
@@ -97,7 +97,7 @@ def test_every_problem_is_reported_at_once_and_nothing_is_written(tmp_path):
     assert "zero-byte" in message and "Shrimp/00002.png" in message
     assert "data.on_invalid: skip" in message
     assert not paths.prepared_dir.exists() and not paths.index_csv.exists()
-    assert not list(paths.root.joinpath("data").glob(".prepared*"))
+    assert not list(paths.prepared_dir.parent.glob(".prepared*"))
     report = json.loads(paths.validation_json.read_text())
     assert {p["kind"] for p in report["problems"]} >= set(EXPECTED)
 

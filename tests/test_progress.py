@@ -8,7 +8,7 @@ import sys
 
 from fishseg.progress import Eta, duration, progress_bar
 
-from .conftest import REPO, tiny, write_params
+from .helpers import REPO, tiny, write_params
 
 
 class _Terminal(io.StringIO):

@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ._fishdata import fish_dataset, snapshot
-from .test_pipeline import _copy_repo, _dvc, _run, _shrink_params, _stages_run
+from .helpers import copy_repo, dvc, fish_dataset, run_tool, snapshot, stages_run, tiny, write_params
 
 pytestmark = pytest.mark.slow
 
@@ -22,8 +21,8 @@ GIT_USER = ["-c", "user.email=team@fishseg.invalid", "-c", "user.name=team"]
 
 
 def _commit(root: Path, message: str) -> None:
-    _run(["git", "add", "-A"], cwd=root)
-    _run(["git", *GIT_USER, "commit", "-qm", message], cwd=root)
+    run_tool(["git", "add", "-A"], cwd=root)
+    run_tool(["git", *GIT_USER, "commit", "-qm", message], cwd=root)
 
 
 @pytest.fixture(scope="module")
@@ -32,24 +31,24 @@ def team(tmp_path_factory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("team")
     origin, remote = base / "origin", base / "remote"
     origin.mkdir()
-    _copy_repo(origin)
-    _shrink_params(origin / "params.yaml")
-    _run(["git", "init", "-q"], cwd=origin)
+    copy_repo(origin)
+    write_params(origin, tiny(data={"synthetic": {"width": 80, "height": 60}}))
+    run_tool(["git", "init", "-q"], cwd=origin)
     _commit(origin, "project")
 
     # The dataset a teammate got once (here: a small one in the archive's layout).
     fish_dataset(origin / "data" / "fish", {"Trout": 8, "Shrimp": 8, "Sea Bass": 8})
-    _run(["git", "rm", "-r", "-q", "--cached", "data"], cwd=origin)
-    _dvc("add", "data", cwd=origin)
-    _dvc("remote", "add", "-d", "-f", "storage", str(remote), cwd=origin)
+    run_tool(["git", "rm", "-r", "-q", "--cached", "data"], cwd=origin)
+    dvc("add", "data", cwd=origin)
+    dvc("remote", "add", "-d", "-f", "storage", str(remote), cwd=origin)
     params = yaml.safe_load((origin / "params.yaml").read_text())
     params["data"]["source"] = "data"
     params["split"].update(val=0.2, test=0.2)
     (origin / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    out = _dvc("repro", cwd=origin).stdout
-    assert _stages_run(out) == ["download", "split", "stats", "train", "evaluate", "plot"]
+    out = dvc("repro", cwd=origin).stdout
+    assert stages_run(out) == ["download", "split", "stats", "train", "evaluate", "plot"]
     _commit(origin, "the team's dataset, versioned by DVC, and a run on it")
-    _dvc("push", cwd=origin)
+    dvc("push", cwd=origin)
     return {"origin": origin, "remote": remote, "base": base}
 
 
@@ -58,23 +57,23 @@ def test_data_dvc_tracks_the_dataset_beside_the_pipeline(team):
     tracked = yaml.safe_load((origin / "data.dvc").read_text())["outs"]
     assert [o["path"] for o in tracked] == ["data"] and tracked[0]["nfiles"] == 2 * 24 + 1  # + data/README.md
     assert "/data" in (origin / ".gitignore").read_text().splitlines()
-    assert not _run(["git", "ls-files", "data"], cwd=origin).stdout  # git no longer tracks data/
+    assert not run_tool(["git", "ls-files", "data"], cwd=origin).stdout  # git no longer tracks data/
     lock = yaml.safe_load((origin / "dvc.lock").read_text())["stages"]["download"]
     assert "data" in [d["path"] for d in lock["deps"]]  # the download stage depends on it
 
 
 def test_a_fresh_clone_pulls_the_data_and_results_and_reruns_nothing(team):
     clone = team["base"] / "clone"
-    _run(["git", "clone", "-q", str(team["origin"]), str(clone)], cwd=team["base"])
+    run_tool(["git", "clone", "-q", str(team["origin"]), str(clone)], cwd=team["base"])
     assert not (clone / ".dvc" / "cache").exists() and not (clone / "data" / "fish").exists()
 
-    _dvc("pull", cwd=clone)
+    dvc("pull", cwd=clone)
     assert snapshot(clone / "data") == snapshot(team["origin"] / "data")
     assert filecmp.cmp(clone / "work" / "index.csv", team["origin"] / "work" / "index.csv", shallow=False)
     assert (clone / "models" / "model" / "model.safetensors").is_file()
 
-    out = _dvc("repro", cwd=clone).stdout
-    assert _stages_run(out) == [] and "up to date" in out
+    out = dvc("repro", cwd=clone).stdout
+    assert stages_run(out) == [] and "up to date" in out
     eval_json = json.loads((clone / "metrics" / "eval.json").read_text())
     assert list(eval_json)[:2] == ["test_iou", "test_dice"]
 
@@ -82,15 +81,15 @@ def test_a_fresh_clone_pulls_the_data_and_results_and_reruns_nothing(team):
 def test_a_new_version_of_the_data_reaches_the_clone_and_reruns_the_pipeline(team):
     origin, clone = team["origin"], team["base"] / "clone"
     fish_dataset(origin / "data" / "fish", {"Trout": 8, "Shrimp": 8, "Sea Bass": 8, "Red Mullet": 6})
-    _dvc("add", "data", cwd=origin)
+    dvc("add", "data", cwd=origin)
     _commit(origin, "more fish")
-    _dvc("push", cwd=origin)
+    dvc("push", cwd=origin)
 
-    _run(["git", "pull", "-q"], cwd=clone)
-    _dvc("pull", cwd=clone)
+    run_tool(["git", "pull", "-q"], cwd=clone)
+    dvc("pull", cwd=clone)
     assert (clone / "data" / "fish" / "Fish_Dataset" / "Fish_Dataset" / "Red Mullet").is_dir()
-    status = _dvc("status", "download", cwd=clone).stdout
+    status = dvc("status", "download", cwd=clone).stdout
     assert "modified:" in status and "data" in status  # the download stage sees the new data
-    out = _dvc("repro", "stats", cwd=clone).stdout
-    assert _stages_run(out) == ["download", "split", "stats"]
+    out = dvc("repro", "stats", cwd=clone).stdout
+    assert stages_run(out) == ["download", "split", "stats"]
     assert json.loads((clone / "metrics" / "data.json").read_text())["pairs"] == 30

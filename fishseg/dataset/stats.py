@@ -5,7 +5,6 @@ Only train pixels feed the mean/std, so no val/test information reaches training
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
@@ -66,8 +65,3 @@ def species_table(index: pd.DataFrame) -> pd.DataFrame:
     table.insert(0, "groups", index.groupby("species")["group"].nunique())
     table.insert(0, "pairs", index.groupby("species").size())
     return table.reset_index()[SPECIES_COLUMNS]
-
-
-def load_stats(path) -> dict[str, Any]:
-    """Read ``work/stats.json``."""
-    return json.loads(open(path).read())

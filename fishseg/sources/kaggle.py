@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from fishseg.errors import FishsegError
+from fishseg.fsutil import check_free_space, write_error
 from fishseg.progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -251,10 +252,6 @@ def _open_archive(access: KaggleAccess, dataset: str, client: Any, timeout_s: fl
     return response
 
 
-def _write_error(dest: Path, exc: OSError) -> FishsegError:
-    return FishsegError(f"cannot write {dest}: {exc.strerror}; free some disk space and run again")
-
-
 def _stream_to(response: Any, dest: Path, dataset: str, *, max_bytes: int, progress: bool) -> int:
     """Write the body to ``dest`` within the byte cap; return the byte count."""
     declared_text = response.headers.get("Content-Length", "")
@@ -262,10 +259,12 @@ def _stream_to(response: Any, dest: Path, dataset: str, *, max_bytes: int, progr
     too_big = f"more than data.max_archive_bytes = {max_bytes} bytes: raise data.max_archive_bytes"
     if declared is not None and declared > max_bytes:
         raise FishsegError(f"Kaggle dataset {dataset} is {declared} bytes, {too_big}")
+    if declared is not None:
+        check_free_space(dest.parent, declared, f"the Kaggle download of {dataset}")
     try:
         out = open(dest, "wb")  # noqa: SIM115 - write errors are told apart from network errors below
     except OSError as exc:
-        raise _write_error(dest, exc) from None
+        raise write_error(dest, exc) from None
     received = 0
     bar = progress_bar(
         total=declared, unit="B", unit_scale=True, unit_divisor=1024, desc=dest.stem, enabled=progress
@@ -278,7 +277,7 @@ def _stream_to(response: Any, dest: Path, dataset: str, *, max_bytes: int, progr
             try:
                 out.write(chunk)
             except OSError as exc:
-                raise _write_error(dest, exc) from None
+                raise write_error(dest, exc) from None
             bar.update(len(chunk))
     if declared is not None and received != declared:
         raise _Transient(f"transfer cut short: {received} of {declared} bytes")
