@@ -20,7 +20,6 @@ import pytest
 from fishseg.tracking.registry import CHAMPION, SCORE_TAG
 
 from .helpers import BIN, copy_repo, dvc, run_tool, tiny, write_params
-from .test_server import server  # noqa: F401  (the tracking server fixture)
 
 pytestmark = pytest.mark.slow
 
