@@ -76,6 +76,8 @@ import scipy.fft
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from fishseg.dataset.specimen import specimen_cut, specimen_distances, specimen_grids
+
 log = logging.getLogger(__name__)
 
 # Multiplies the data-derived cut: below 1 stricter groups, above 1 looser.
@@ -180,34 +182,51 @@ def group_ids(
     return np.argsort(np.argsort(first_at))[inverse].astype(np.int64)
 
 
+# What a link's evidence was: copies of one photo, one scene, one specimen.
+LINK_KINDS = ("copy", "scene", "specimen")
+
+
 class Links(NamedTuple):
     """Candidate pairs (first < second) and each one's score over its cut."""
 
     first: np.ndarray
     second: np.ndarray
     ratio: np.ndarray  # linked when below the threshold
-    scene: np.ndarray  # True: a same-scene candidate; False: a copy candidate
+    kind: np.ndarray  # index into LINK_KINDS
 
 
 def candidate_links(
     images: np.ndarray, masks: np.ndarray, species: np.ndarray, *, threshold: float = DEFAULT_THRESHOLD
 ) -> Links:
-    """Every candidate pair, copies and same scene, with its score over its cut.
+    """Every candidate pair, copies, same scene and same specimen, with its score over its cut.
 
-    Scene candidates are sought outside the copy groups at ``threshold``.
+    Scene candidates are sought outside the copy groups at ``threshold``; the specimen
+    test scores the candidates of both other tests that are not copies already.
     """
     first, second, scores = candidate_scores(images, masks, species)
     cut = copy_cut(scores)
     copied = scores < threshold * cut
     log.info("copies: cut %.2e, %d of %d candidate pairs", threshold * cut, copied.sum(), len(scores))
     copies = _components(len(images), first, second, copied)
-    scene_first, scene_second, scene_ratio = _scene_ratios(images, masks, species, copies)
+    detail, valid = _scene_arrays(images, masks)
+    thumbs = _scene_thumbnails(detail, valid)
+    scene_first, scene_second, scene_ratio = _scene_ratios(
+        images, masks, species, copies, detail, valid, thumbs
+    )
     log.info("same scene: %d of %d candidate pairs", (scene_ratio < threshold).sum(), len(scene_ratio))
+    spec_first, spec_second, spec_ratio = _specimen_ratios(
+        images,
+        masks,
+        copies,
+        (np.concatenate([first, scene_first]), np.concatenate([second, scene_second])),
+        _null_pairs(thumbs, species),
+    )
+    log.info("same specimen: %d of %d candidate pairs", (spec_ratio < threshold).sum(), len(spec_ratio))
     return Links(
-        np.concatenate([first, scene_first]),
-        np.concatenate([second, scene_second]),
-        np.concatenate([scores / cut, scene_ratio]).astype(np.float32),
-        np.repeat([False, True], [len(scores), len(scene_ratio)]),
+        np.concatenate([first, scene_first, spec_first]),
+        np.concatenate([second, scene_second, spec_second]),
+        np.concatenate([scores / cut, scene_ratio, spec_ratio]).astype(np.float32),
+        np.repeat(np.arange(3, dtype=np.int8), [len(scores), len(scene_ratio), len(spec_ratio)]),
     )
 
 
@@ -311,17 +330,22 @@ def copy_cut(scores: np.ndarray) -> float:
 
 
 def _scene_ratios(
-    images: np.ndarray, masks: np.ndarray, species: np.ndarray, copies: np.ndarray
+    images: np.ndarray,
+    masks: np.ndarray,
+    species: np.ndarray,
+    copies: np.ndarray,
+    detail: np.ndarray,
+    valid: np.ndarray,
+    thumbs: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Candidate same-scene pairs within each species, as (first, second, ratio).
 
     ``copies`` labels the copy groups already found: a photo's candidates are sought
     outside its own. With b the background score over its cut and f the fish score over
     its cut (infinite when the fish differ in size), the ratio is max(b, b * f): the pair
-    is a near-duplicate when it is under the threshold.
+    is a near-duplicate when it is under the threshold. ``detail``, ``valid`` and
+    ``thumbs`` are the backgrounds (``_scene_arrays``, ``_scene_thumbnails``).
     """
-    detail, valid = _scene_arrays(images, masks)
-    thumbs = _scene_thumbnails(detail, valid)
     background_cut = _scene_cut(detail, valid, thumbs, species)
     found = []
     for name in np.unique(species):
@@ -356,16 +380,48 @@ def _scene_cut(detail: np.ndarray, valid: np.ndarray, thumbs: np.ndarray, specie
     species, picked as candidates are, and the cut is the score that one such pair in 500
     reaches, within [_SCENE_MIN_CUT, _SCENE_MAX_CUT] (the upper bound alone with one species).
     """
+    i, j = _null_pairs(thumbs, species)
+    if len(i) == 0:
+        return _SCENE_MAX_CUT
+    scores = _scene_distances(detail, valid, i, j)
+    return min(max(float(np.quantile(scores, _SCENE_NULL_QUANTILE)), _SCENE_MIN_CUT), _SCENE_MAX_CUT)
+
+
+def _null_pairs(thumbs: np.ndarray, species: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs known to show different specimens: a seeded sample of photos and their nearest of other species.
+
+    Nearest by the background thumbnails, as scene candidates are picked, so that some
+    of the pairs were shot in one place. Empty with fewer than two species.
+    """
     n = len(species)
     if len(np.unique(species)) < 2:
-        return _SCENE_MAX_CUT
+        empty = np.zeros(0, np.int64)
+        return empty, empty
     rng = np.random.default_rng(n)
     sample = np.sort(rng.choice(n, min(n, _SCENE_NULL_PHOTOS), replace=False))
     i, j = _nearest_outside(thumbs[sample], thumbs, species[sample][:, None] == species[None, :])
-    scores = _scene_distances(detail, valid, sample[i], j)
-    if len(scores) == 0:
-        return _SCENE_MAX_CUT
-    return min(max(float(np.quantile(scores, _SCENE_NULL_QUANTILE)), _SCENE_MIN_CUT), _SCENE_MAX_CUT)
+    return sample[i], j
+
+
+def _specimen_ratios(
+    images: np.ndarray,
+    masks: np.ndarray,
+    copies: np.ndarray,
+    candidates: tuple[np.ndarray, np.ndarray],
+    null: tuple[np.ndarray, np.ndarray],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Candidate same-specimen pairs as (first, second, ratio): the fish's detail over its cut.
+
+    ``candidates`` (pairs within species) are scored unless one copy group holds both;
+    ``null`` (pairs of different species) gives the cut (``fishseg.dataset.specimen``).
+    """
+    first, second = _unique_pairs(*candidates, len(images))
+    keep = copies[first] != copies[second]
+    first, second = first[keep], second[keep]
+    grids, valid = specimen_grids(images, masks)
+    cut = specimen_cut(specimen_distances(grids, valid, *null))
+    log.info("same specimen: cut %.3f", cut)
+    return first, second, (specimen_distances(grids, valid, first, second) / cut).astype(np.float32)
 
 
 def pair_quality(pred: Sequence[int], true: Sequence[int]) -> tuple[float, float]:
