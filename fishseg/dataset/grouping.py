@@ -131,6 +131,10 @@ _SCENE_THUMB = (16, 12)  # thumbnail for the candidates, and its blur (of the wo
 _SCENE_THUMB_BLUR = 3 / 64
 _SCENE_NEIGHBOURS = 10  # candidates per image, outside its own copies
 _SCENE_RANDOM = 2  # random partners per image, for the fish cut
+# A zoom of the camera between these factors (linear) is tried, as the fish's sizes say.
+_SCENE_MIN_ZOOM = 1.02
+_SCENE_MAX_ZOOM = 1.25
+_SCENE_ZOOM_FISH = 1.0  # for scene candidates whose fish score is under this many fish cuts
 _SCENE_SPECTRA_AT_ONCE = 2000  # images whose spectra are kept at once (a species' candidates)
 # The background cut: a quantile of the scores between sampled photos and their nearest
 # photos of other species (found as candidates are), capped; the cap alone without them.
@@ -142,6 +146,9 @@ _SCENE_MIN_CUT = 0.01  # even when unrelated photos match closely, near-copies s
 # is this quantile of random same-species pairs' scores.
 _FISH_INSIDE_RADII = np.linspace(0.3, 2.2, 10)
 _FISH_CUT_QUANTILE = 0.25
+# A specimen's detail alone links shots whose backgrounds score up to this many times
+# their cut; further off, the fish's detail must match proportionally better.
+_SPECIMEN_PLACE_SLACK = 1.5
 # One specimen shot from one height keeps its size: area and compactness within ~25%.
 _SCENE_GEOMETRY_TOLERANCE = 0.25
 
@@ -208,18 +215,16 @@ def candidate_links(
     copied = scores < threshold * cut
     log.info("copies: cut %.2e, %d of %d candidate pairs", threshold * cut, copied.sum(), len(scores))
     copies = _components(len(images), first, second, copied)
-    detail, valid = _scene_arrays(images, masks)
-    thumbs = _scene_thumbnails(detail, valid)
-    scene_first, scene_second, scene_ratio = _scene_ratios(
-        images, masks, species, copies, detail, valid, thumbs
-    )
+    backgrounds = _Backgrounds.of(images, masks, species)
+    scene_first, scene_second, scene_ratio = _scene_ratios(images, masks, species, copies, backgrounds)
     log.info("same scene: %d of %d candidate pairs", (scene_ratio < threshold).sum(), len(scene_ratio))
     spec_first, spec_second, spec_ratio = _specimen_ratios(
         images,
         masks,
         copies,
         (np.concatenate([first, scene_first]), np.concatenate([second, scene_second])),
-        _null_pairs(thumbs, species),
+        backgrounds,
+        threshold,
     )
     log.info("same specimen: %d of %d candidate pairs", (spec_ratio < threshold).sum(), len(spec_ratio))
     return Links(
@@ -329,24 +334,43 @@ def copy_cut(scores: np.ndarray) -> float:
     return float(np.clip(cut, *_CUT_RANGE))
 
 
+class _Backgrounds(NamedTuple):
+    """Every photo's background detail, where it is valid, its thumbnail, and the background cut."""
+
+    detail: np.ndarray
+    valid: np.ndarray
+    thumbs: np.ndarray
+    areas: np.ndarray  # of the fish, in pixels: a zoom of the camera scales them
+    cut: float
+    null: tuple[np.ndarray, np.ndarray]  # pairs of photos of different species (``_null_pairs``)
+
+    @classmethod
+    def of(cls, images: np.ndarray, masks: np.ndarray, species: np.ndarray) -> _Backgrounds:
+        detail, valid = _scene_arrays(images, masks)
+        thumbs = _scene_thumbnails(detail, valid)
+        areas = (np.asarray(masks) > 0).sum((1, 2))
+        cut = _scene_cut(detail, valid, thumbs, species)
+        return cls(detail, valid, thumbs, areas, cut, _null_pairs(thumbs, species))
+
+    def scores(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        """Background scores of pairs (i, j): the better of as shot and zoomed as the fish say."""
+        return np.minimum(
+            _scene_distances(self.detail, self.valid, i, j),
+            _zoomed_scene_distances(self.detail, self.valid, self.areas, i, j),
+        )
+
+
 def _scene_ratios(
-    images: np.ndarray,
-    masks: np.ndarray,
-    species: np.ndarray,
-    copies: np.ndarray,
-    detail: np.ndarray,
-    valid: np.ndarray,
-    thumbs: np.ndarray,
+    images: np.ndarray, masks: np.ndarray, species: np.ndarray, copies: np.ndarray, backgrounds: _Backgrounds
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Candidate same-scene pairs within each species, as (first, second, ratio).
 
     ``copies`` labels the copy groups already found: a photo's candidates are sought
     outside its own. With b the background score over its cut and f the fish score over
     its cut (infinite when the fish differ in size), the ratio is max(b, b * f): the pair
-    is a near-duplicate when it is under the threshold. ``detail``, ``valid`` and
-    ``thumbs`` are the backgrounds (``_scene_arrays``, ``_scene_thumbnails``).
+    is a near-duplicate when it is under the threshold.
     """
-    background_cut = _scene_cut(detail, valid, thumbs, species)
+    detail, valid, thumbs, _, background_cut, _ = backgrounds
     found = []
     for name in np.unique(species):
         idx = np.flatnonzero(species == name)
@@ -363,6 +387,10 @@ def _scene_ratios(
     first, second, background, fish, random_fish = (np.concatenate(x) for x in zip(*found, strict=True))
     finite = random_fish[np.isfinite(random_fish)]
     fish_cut = max(float(np.quantile(finite, _FISH_CUT_QUANTILE)), 1e-12) if len(finite) else 1e-12
+    # A zoomed camera is tried where the fish are alike (the background alone never links).
+    alike = np.flatnonzero(fish < _SCENE_ZOOM_FISH * fish_cut)
+    zoomed = _zoomed_scene_distances(detail, valid, backgrounds.areas, first[alike], second[alike])
+    background[alike] = np.minimum(background[alike], zoomed)
     log.info("same scene: background cut %.3f, fish cut %.2e", background_cut, fish_cut)
     # The background must be under its cut, and the fish under theirs divided by how far
     # the background is under its own: a background that matches twice as well allows
@@ -408,20 +436,31 @@ def _specimen_ratios(
     masks: np.ndarray,
     copies: np.ndarray,
     candidates: tuple[np.ndarray, np.ndarray],
-    null: tuple[np.ndarray, np.ndarray],
+    backgrounds: _Backgrounds,
+    threshold: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Candidate same-specimen pairs as (first, second, ratio): the fish's detail over its cut.
+    """Candidate same-specimen pairs as (first, second, ratio).
 
-    ``candidates`` (pairs within species) are scored unless one copy group holds both;
-    ``null`` (pairs of different species) gives the cut (``fishseg.dataset.specimen``).
+    ``candidates`` (pairs within species) are scored unless one copy group holds both.
+    With s the fish's detail score over its cut (``fishseg.dataset.specimen``; the null
+    pairs of different species give the cut) and b the background score over its cut,
+    the ratio is max(s, s * b / _SPECIMEN_PLACE_SLACK): the background need not match, but
+    the further it is from matching the better the fish must. Fish of one species can
+    look alike to the last detail the images keep; elsewhere on the table, only a closer
+    match tells one specimen from its look-alikes.
     """
     first, second = _unique_pairs(*candidates, len(images))
     keep = copies[first] != copies[second]
     first, second = first[keep], second[keep]
     grids, valid = specimen_grids(images, masks)
-    cut = specimen_cut(specimen_distances(grids, valid, *null))
+    cut = specimen_cut(specimen_distances(grids, valid, *backgrounds.null))
+    ratio = specimen_distances(grids, valid, first, second) / cut
     log.info("same specimen: cut %.3f", cut)
-    return first, second, (specimen_distances(grids, valid, first, second) / cut).astype(np.float32)
+    # Only pairs that could link need their backgrounds compared.
+    close = np.flatnonzero(ratio < max(threshold, 1.0))
+    place = backgrounds.scores(first[close], second[close]) / backgrounds.cut
+    ratio[close] = np.maximum(ratio[close], ratio[close] * place / _SPECIMEN_PLACE_SLACK)
+    return first, second, ratio.astype(np.float32)
 
 
 def pair_quality(pred: Sequence[int], true: Sequence[int]) -> tuple[float, float]:
@@ -632,6 +671,50 @@ def _scene_distances(
         corr[sums[:, 0] < _SCENE_MIN_OVERLAP * np.minimum(counts[a], counts[b])[:, None, None] - 0.5] = -1.0
         out[start : start + chunk] = 1 - corr.reshape(len(a), -1).max(1)
     return out
+
+
+def _zoomed_scene_distances(
+    detail: np.ndarray, valid: np.ndarray, areas: np.ndarray, i: np.ndarray, j: np.ndarray
+) -> np.ndarray:
+    """``_scene_distances`` of pairs (i, j) with the camera zoomed as the fish's size says (else inf).
+
+    A zoom scales the fish and its surroundings alike: where the fish's areas differ by a
+    zoom between _SCENE_MIN_ZOOM and _SCENE_MAX_ZOOM, the background of the photo that
+    shows the fish smaller is magnified by that zoom about the frame's centre (the shifts
+    searched cover a zoom about any point near it) and compared. ``areas`` are the fish's
+    areas in pixels.
+    """
+    out = np.full(len(i), np.inf, np.float32)
+    zoom = np.sqrt(np.maximum(areas[j], 1) / np.maximum(areas[i], 1))
+    factor = np.maximum(zoom, 1 / zoom)
+    todo = np.flatnonzero((factor > _SCENE_MIN_ZOOM) & (factor < _SCENE_MAX_ZOOM))
+    h, w = valid.shape[1:]
+    chunk = 512
+    for start in range(0, len(todo), chunk):
+        pick = todo[start : start + chunk]
+        smaller = np.where(zoom[pick] >= 1, i[pick], j[pick])
+        larger = np.where(zoom[pick] >= 1, j[pick], i[pick])
+        zoomed_detail, zoomed_valid = _magnified(detail[smaller], valid[smaller], factor[pick])
+        both_detail = np.concatenate([zoomed_detail, detail[larger]])
+        both_valid = np.concatenate([zoomed_valid, valid[larger]])
+        pairs = np.arange(len(pick))
+        out[pick] = _scene_distances(both_detail, both_valid, pairs, pairs + len(pick))
+    return out
+
+
+def _magnified(detail: np.ndarray, valid: np.ndarray, factors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Background detail (K,2,h,w) and validity (K,h,w) magnified about the centre, detail re-centred."""
+    h, w = valid.shape[1:]
+    out_detail = np.empty_like(detail)
+    out_valid = np.empty_like(valid)
+    for k, factor in enumerate(factors):
+        m = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), 0.0, float(factor))
+        ok = cv2.warpAffine(valid[k].astype(np.float32), m, (w, h), flags=cv2.INTER_LINEAR) > 0.999
+        for c in range(detail.shape[1]):
+            band = cv2.warpAffine(detail[k, c], m, (w, h), flags=cv2.INTER_LINEAR) * ok
+            out_detail[k, c] = band - ok * (band.sum() / max(ok.sum(), 1))
+        out_valid[k] = ok
+    return out_detail, out_valid
 
 
 def _fish_distances(

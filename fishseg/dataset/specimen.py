@@ -13,7 +13,7 @@ tilted view. What is sampled is the luminance band-passed to the scale of those 
 has no preferred sign, so a pair is compared in the four orientations of the grid (which
 also covers flipped and half-turned copies), at small shifts that absorb the centroid's
 wobble when fins or tail are cut differently; the score is 1 minus the best normalised
-cross-correlation.
+cross-correlation. Glare on the fish, which moves with the camera, is clipped first.
 
 The cut is a fixed level of agreement, lowered when photos of different species already
 agree that well (blurry or textureless data): the null is the nearest photos of other
@@ -28,13 +28,16 @@ import numpy as np
 # Shrunk to about this many pixels first: the cut is calibrated at this detail.
 _WORK_PIXELS = 96 * 128
 _BAND = (1 / 128, 4 / 128)  # Gaussian sigmas of the band-pass, as fractions of the work width
+_CLIP = 1.5  # values beyond this many standard deviations are clipped
 _EDGE = 2 / 128  # the mask shrunk by this much (fraction of the work width): edges are outline
 _GRID = (24, 64)  # samples across and along the fish
 _REACH = 2.2  # the grid's half-extent in standard deviations of the mask (an ellipse reaches 2)
 _MIN_MASK_PIXELS = 16
 _SHIFTS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]  # in grid cells
 _MIN_OVERLAP = 0.5  # of the smaller fish's valid samples
-# A pair is scored at every shift only when its best unshifted score is below this.
+# A pair is scored exactly only when its rough score (whole grids) is below the first, and
+# at every shift only when its best unshifted score is below the second.
+_ROUGH_BELOW = 0.7
 _REFINE_BELOW = 0.5
 # Cut: 1 - NCC of 0.12 at most; at most this share of the score that one pair in 500 of
 # different species reaches.
@@ -87,6 +90,10 @@ def _sample(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray
     lum = image.astype(np.float32).mean(-1) * np.float32(1 / 255)
     band = cv2.GaussianBlur(lum, (0, 0), _BAND[0] * width) - cv2.GaussianBlur(lum, (0, 0), _BAND[1] * width)
     values[:] = cv2.remap(band, xs, ys, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    inside = values[ok > 0]
+    # Glare highlights move with the camera and would outweigh the fish's own marks: clipped.
+    spread = _CLIP * inside.std()
+    np.clip(values, inside.mean() - spread, inside.mean() + spread, out=values)
     values -= values[ok > 0].mean()
     return values * ok, ok
 
@@ -115,20 +122,29 @@ def _axes(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
 def specimen_distances(grids: np.ndarray, valid: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     """1 minus the best correlation of the fish details of pairs (i, j), over orientations and shifts.
 
-    Infinite where either photo has no fish or the overlap is too small. The four
-    orientations are compared unshifted first; pairs that come close are then scored at
-    every small shift too.
+    Infinite where either photo has no fish or the overlap is too small. A rough score
+    over the whole grids (each normalised alone) comes first and stands for pairs far
+    apart; the exact one, over the overlap, replaces it where the rough one is close, and
+    the pairs that come close are scored at every small shift too.
     """
     out = np.full(len(i), np.inf, np.float32)
+    norms = np.sqrt(np.einsum("pij,pij->p", grids, grids))
     chunk = 4096
     for start in range(0, len(i), chunk):
         a, b = i[start : start + chunk], j[start : start + chunk]
+        first, second = grids[a], grids[b]
+        product = norms[a] * norms[b]
+        rough = np.max([np.einsum("pij,pij->p", first, _orient(second, k)) for k in range(4)], 0)
+        # The rough score stands where the exact one is not needed (pairs without a fish: inf).
+        out[start : start + len(a)] = np.where(product > 0, 1 - rough / np.maximum(product, 1e-12), np.inf)
+        keep = np.flatnonzero(rough > (1 - _ROUGH_BELOW) * product)
+        a, b = a[keep], b[keep]
         best, orientation = _best_orientation(grids, valid, a, b)
         close = np.flatnonzero(best < _REFINE_BELOW)
         if len(close):
             shifted = _shifted_scores(grids, valid, a[close], b[close], orientation[close])
             best[close] = np.minimum(best[close], shifted)
-        out[start : start + chunk] = best
+        out[start + keep] = best
     return out
 
 
