@@ -70,7 +70,7 @@ def test_shifts_absorb_a_wobbling_centroid():
     grids, valid = S.specimen_grids(np.concatenate([images, images]), np.stack([masks[0], shifted_mask]))
     pair = np.array([0]), np.array([1])
     assert S.specimen_distances(grids, valid, *pair)[0] < S._REFINE_BELOW
-    unshifted = S._best_orientation(grids, valid, *pair)[0][0]
+    unshifted = S._aligned_scores(grids, valid, *pair, np.array([0]), [(0, 0)])[0]
     assert S.specimen_distances(grids, valid, *pair)[0] <= unshifted
 
 

@@ -134,7 +134,7 @@ _SCENE_RANDOM = 2  # random partners per image, for the fish cut
 # A zoom of the camera between these factors (linear) is tried, as the fish's sizes say.
 _SCENE_MIN_ZOOM = 1.02
 _SCENE_MAX_ZOOM = 1.25
-_SCENE_ZOOM_FISH = 1.0  # for scene candidates whose fish score is under this many fish cuts
+_SCENE_ZOOM_FISH = 0.5  # for scene candidates whose fish score is under this many fish cuts
 _SCENE_SPECTRA_AT_ONCE = 2000  # images whose spectra are kept at once (a species' candidates)
 # The background cut: a quantile of the scores between sampled photos and their nearest
 # photos of other species (found as candidates are), capped; the cap alone without them.
@@ -148,7 +148,7 @@ _FISH_INSIDE_RADII = np.linspace(0.3, 2.2, 10)
 _FISH_CUT_QUANTILE = 0.25
 # A specimen's detail alone links shots whose backgrounds score up to this many times
 # their cut; further off, the fish's detail must match proportionally better.
-_SPECIMEN_PLACE_SLACK = 1.5
+_SPECIMEN_PLACE_SLACK = 1.0
 # One specimen shot from one height keeps its size: area and compactness within ~25%.
 _SCENE_GEOMETRY_TOLERANCE = 0.25
 
@@ -441,7 +441,8 @@ def _specimen_ratios(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Candidate same-specimen pairs as (first, second, ratio).
 
-    ``candidates`` (pairs within species) are scored unless one copy group holds both.
+    ``candidates`` (pairs within species) are scored unless one copy group holds both or
+    their fish differ in shape.
     With s the fish's detail score over its cut (``fishseg.dataset.specimen``; the null
     pairs of different species give the cut) and b the background score over its cut,
     the ratio is max(s, s * b / _SPECIMEN_PLACE_SLACK): the background need not match, but
@@ -450,7 +451,10 @@ def _specimen_ratios(
     match tells one specimen from its look-alikes.
     """
     first, second = _unique_pairs(*candidates, len(images))
+    # Not copies already, and fish of one shape (compactness; a zoom leaves it, unlike the area).
+    compactness = _compactness(masks)
     keep = copies[first] != copies[second]
+    keep &= np.abs(compactness[first] - compactness[second]) < _SCENE_GEOMETRY_TOLERANCE
     first, second = first[keep], second[keep]
     grids, valid = specimen_grids(images, masks)
     cut = specimen_cut(specimen_distances(grids, valid, *backgrounds.null))
@@ -740,6 +744,17 @@ def _fish_distances(
     resized = (np.abs(geometry[i] - geometry[j]) >= _SCENE_GEOMETRY_TOLERANCE).any(1)
     scores[: len(i)][resized] = np.inf
     return scores[: len(i)], scores[len(i) :]
+
+
+def _compactness(masks: np.ndarray) -> np.ndarray:
+    """log(det(C) / area^2) of each mask, C its covariance: its shape, whatever its size (as ``_fish_frames``)."""
+    out = np.zeros(len(masks))
+    for k, mask in enumerate(masks):
+        m = cv2.moments(np.ascontiguousarray(mask, dtype=np.uint8), binaryImage=True)
+        area = max(m["m00"], 1.0)
+        cov = np.array([[m["mu20"], m["mu11"]], [m["mu11"], m["mu02"]]]) / area + np.eye(2) / 12
+        out[k] = np.log(np.linalg.det(cov)) - 2 * np.log(area)
+    return out
 
 
 def _nearest_outside(

@@ -33,12 +33,13 @@ _EDGE = 2 / 128  # the mask shrunk by this much (fraction of the work width): ed
 _GRID = (24, 64)  # samples across and along the fish
 _REACH = 2.2  # the grid's half-extent in standard deviations of the mask (an ellipse reaches 2)
 _MIN_MASK_PIXELS = 16
+_MEAN_OF_CHANNELS = np.full((1, 3), 1 / 765, np.float32)
 _SHIFTS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]  # in grid cells
 _MIN_OVERLAP = 0.5  # of the smaller fish's valid samples
 # A pair is scored exactly only when its rough score (whole grids) is below the first, and
 # at every shift only when its best unshifted score is below the second.
-_ROUGH_BELOW = 0.7
-_REFINE_BELOW = 0.5
+_ROUGH_BELOW = 0.6
+_REFINE_BELOW = 0.4
 # Cut: 1 - NCC of 0.12 at most; at most this share of the score that one pair in 500 of
 # different species reaches.
 _MAX_CUT = 0.12
@@ -59,12 +60,11 @@ def specimen_grids(images: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, n
     grids = np.zeros((n, *_GRID), np.float32)
     valid = np.zeros((n, *_GRID), np.float32)
     for k in range(n):
-        image = cv2.resize(
-            np.ascontiguousarray(images[k], dtype=np.uint8), size, interpolation=cv2.INTER_AREA
-        )
-        mask = cv2.resize(
-            np.ascontiguousarray(masks[k], dtype=np.uint8), size, interpolation=cv2.INTER_NEAREST
-        )
+        image = np.ascontiguousarray(images[k], dtype=np.uint8)
+        mask = np.ascontiguousarray(masks[k] > 0, dtype=np.uint8)
+        if size != (w, h):
+            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+            mask = cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
         grids[k], valid[k] = _sample(image, mask)
     return grids, valid
 
@@ -87,13 +87,13 @@ def _sample(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray
     ok[:] = cv2.remap(inner, xs, ys, cv2.INTER_LINEAR, borderValue=0) > 0.999
     if not ok.any():
         return values, ok
-    lum = image.astype(np.float32).mean(-1) * np.float32(1 / 255)
+    lum = cv2.transform(image.astype(np.float32), _MEAN_OF_CHANNELS)  # (R + G + B) / 765
     band = cv2.GaussianBlur(lum, (0, 0), _BAND[0] * width) - cv2.GaussianBlur(lum, (0, 0), _BAND[1] * width)
     values[:] = cv2.remap(band, xs, ys, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     inside = values[ok > 0]
+    mean, spread = inside.mean(), _CLIP * inside.std()
     # Glare highlights move with the camera and would outweigh the fish's own marks: clipped.
-    spread = _CLIP * inside.std()
-    np.clip(values, inside.mean() - spread, inside.mean() + spread, out=values)
+    np.clip(values, mean - spread, mean + spread, out=values)
     values -= values[ok > 0].mean()
     return values * ok, ok
 
@@ -104,13 +104,13 @@ def _axes(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     The major axis points right (or down), the minor axis is it turned a quarter clockwise
     on screen: one fixed handedness, so that a mirrored copy is a mirrored grid.
     """
-    ys, xs = np.nonzero(mask)
-    if len(xs) < _MIN_MASK_PIXELS:
+    m = cv2.moments(mask, binaryImage=True)
+    if m["m00"] < _MIN_MASK_PIXELS:
         return None
-    points = np.stack([xs, ys]).astype(np.float64)
-    centre = points.mean(1)
+    centre = np.array([m["m10"], m["m01"]]) / m["m00"]
     # +1/12: the variance of a uniform pixel, so a one-pixel-wide mask is not singular.
-    values, vectors = np.linalg.eigh(np.cov(points, bias=True) + np.eye(2) / 12)
+    cov = np.array([[m["mu20"], m["mu11"]], [m["mu11"], m["mu02"]]]) / m["m00"] + np.eye(2) / 12
+    values, vectors = np.linalg.eigh(cov)
     direction = vectors[:, 1]
     if direction[0] < 0 or (direction[0] == 0 and direction[1] < 0):
         direction = -direction
@@ -123,9 +123,9 @@ def specimen_distances(grids: np.ndarray, valid: np.ndarray, i: np.ndarray, j: n
     """1 minus the best correlation of the fish details of pairs (i, j), over orientations and shifts.
 
     Infinite where either photo has no fish or the overlap is too small. A rough score
-    over the whole grids (each normalised alone) comes first and stands for pairs far
-    apart; the exact one, over the overlap, replaces it where the rough one is close, and
-    the pairs that come close are scored at every small shift too.
+    over the whole grids (each normalised alone) picks the orientation and stands for
+    pairs far apart; the exact one, over the overlap, replaces it where the rough one is
+    close, and the pairs that come close are scored at every small shift too.
     """
     out = np.full(len(i), np.inf, np.float32)
     norms = np.sqrt(np.einsum("pij,pij->p", grids, grids))
@@ -134,16 +134,16 @@ def specimen_distances(grids: np.ndarray, valid: np.ndarray, i: np.ndarray, j: n
         a, b = i[start : start + chunk], j[start : start + chunk]
         first, second = grids[a], grids[b]
         product = norms[a] * norms[b]
-        rough = np.max([np.einsum("pij,pij->p", first, _orient(second, k)) for k in range(4)], 0)
+        rough = np.stack([np.einsum("pij,pij->p", first, _orient(second, k)) for k in range(4)])
+        orientation, rough = rough.argmax(0), rough.max(0)
         # The rough score stands where the exact one is not needed (pairs without a fish: inf).
         out[start : start + len(a)] = np.where(product > 0, 1 - rough / np.maximum(product, 1e-12), np.inf)
         keep = np.flatnonzero(rough > (1 - _ROUGH_BELOW) * product)
-        a, b = a[keep], b[keep]
-        best, orientation = _best_orientation(grids, valid, a, b)
+        a, b, orientation = a[keep], b[keep], orientation[keep]
+        best = _aligned_scores(grids, valid, a, b, orientation, [(0, 0)])
         close = np.flatnonzero(best < _REFINE_BELOW)
-        if len(close):
-            shifted = _shifted_scores(grids, valid, a[close], b[close], orientation[close])
-            best[close] = np.minimum(best[close], shifted)
+        shifted = _aligned_scores(grids, valid, a[close], b[close], orientation[close], _SHIFTS)
+        best[close] = np.minimum(best[close], shifted)
         out[start + keep] = best
     return out
 
@@ -164,20 +164,15 @@ def _ncc(a: np.ndarray, va: np.ndarray, b: np.ndarray, vb: np.ndarray) -> np.nda
     return np.where((overlap >= _MIN_OVERLAP * least) & (least > 0), score, np.inf).astype(np.float32)
 
 
-def _best_orientation(
-    grids: np.ndarray, valid: np.ndarray, a: np.ndarray, b: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """The best unshifted score of each pair over the four orientations, and which orientation."""
-    scores = np.stack(
-        [_ncc(grids[a], valid[a], _orient(grids[b], k), _orient(valid[b], k)) for k in range(4)]
-    )
-    return scores.min(0), scores.argmin(0)
-
-
-def _shifted_scores(
-    grids: np.ndarray, valid: np.ndarray, a: np.ndarray, b: np.ndarray, orientation: np.ndarray
+def _aligned_scores(
+    grids: np.ndarray,
+    valid: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    orientation: np.ndarray,
+    shifts: list[tuple[int, int]],
 ) -> np.ndarray:
-    """The best score of each pair at its orientation over the small shifts of the grid."""
+    """The best exact score of each pair, b turned by its orientation, over ``shifts`` (grid cells)."""
     rows, cols = grids.shape[1:]
     second = np.empty((len(b), rows, cols), np.float32)
     second_ok = np.empty_like(second)
@@ -188,7 +183,7 @@ def _shifted_scores(
     pad = ((0, 0), (1, 1), (1, 1))
     second, second_ok = np.pad(second, pad), np.pad(second_ok, pad)
     best = np.full(len(a), np.inf, np.float32)
-    for dy, dx in _SHIFTS:
+    for dy, dx in shifts:
         window = (slice(None), slice(1 + dy, 1 + dy + rows), slice(1 + dx, 1 + dx + cols))
         best = np.minimum(best, _ncc(grids[a], valid[a], second[window], second_ok[window]))
     return best
