@@ -1,10 +1,10 @@
-"""Near-duplicate grouping: copies of a photo, and shots of one scene.
+"""Near-duplicate grouping: copies of a photo, shots of one scene, and of one specimen.
 
 Most copy tests build their own "photos" (fish-like blobs with stripes, a darker back,
 glare and noise on a blue surface), each with copies made the way the archive made them:
 cv2 flips, np.rot90 then a resize back to the frame, and cv2.warpAffine rotations about
 the centre that leave black corners. One test runs on the synthetic generator. The
-same-scene tests use real photos from datasets/realfish.
+same-scene and same-specimen tests use real photos from datasets/realfish.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Near-duplicate grouping: copies of one photo, and shots of one scene, share a group id.
+"""Near-duplicate grouping: copies of one photo, shots of one scene, and of one specimen share a group id.
 
 The archive's pairs per species are copies of fewer photos: flipped, rotated by 90
 degrees and resized back to the frame (which stretches one axis and squeezes the other),
@@ -46,7 +46,10 @@ and shading, which move with the camera, are removed. Two backgrounds are compar
 normalised cross-correlation over the part both show, at every shift up to a fifth of
 the frame (FFTs again); at each shift the smaller of the two channels' correlations
 counts, so colour and brightness must line up together, and the score is 1 minus the
-best. Candidates are each photo's nearest neighbours within its species by a blurred
+best. A camera that zoomed between shots scales the fish and its surroundings alike: where
+the fish are alike (within half their cut) and their areas differ as a zoom of 2-25% would
+make them, the background showing the smaller fish is also compared magnified by that
+zoom, and the better score counts. Candidates are each photo's nearest neighbours within its species by a blurred
 thumbnail of its colour detail, outside its own copies.
 
 One place sees many specimens, so the fish must agree too: compared inside the mask in
@@ -59,7 +62,14 @@ pair in 500 reaches, capped at 0.2 (the cap alone with one species). The fish cu
 score a quarter of random pairs of one species reach; a background that matches twice
 as well as its cut allows fish twice as different. Both cuts scale with ``threshold``.
 
-Every candidate pair, of either kind, is put as its score over its cut; groups are the
+The third kind is one specimen, wherever it lay and however the camera moved: its own
+marks, spots and fin edges, compared on a grid along the fish's axes
+(``fishseg.dataset.specimen``), among the candidates of both other tests. Fish of one
+species can look alike to the last detail the images keep, so the background weighs in:
+on a background within its cut the fish's score over its cut decides alone; further off,
+the two multiply, so a background four times its cut needs a fish four times under its own.
+
+Every candidate pair, of any kind, is put as its score over its cut; groups are the
 connected components of the pairs under ``threshold``, and a group that holds too much of
 its species is split at a tighter one.
 """
