@@ -44,7 +44,7 @@ _REFINE_BELOW = 0.4
 # different species reaches.
 _MAX_CUT = 0.12
 _NULL_QUANTILE = 0.002
-_NULL_SHARE = 0.4
+_NULL_SHARE = 0.35
 _MIN_CUT = 0.02
 
 
