@@ -158,7 +158,7 @@ _FISH_INSIDE_RADII = np.linspace(0.3, 2.2, 10)
 _FISH_CUT_QUANTILE = 0.25
 # A specimen's detail alone links shots whose backgrounds score up to this many times
 # their cut; further off, the fish's detail must match proportionally better.
-_SPECIMEN_PLACE_SLACK = 1.0
+_SPECIMEN_PLACE_SLACK = 1.25
 # One specimen shot from one height keeps its size: area and compactness within ~25%.
 _SCENE_GEOMETRY_TOLERANCE = 0.25
 
