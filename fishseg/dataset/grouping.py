@@ -66,8 +66,9 @@ The third kind is one specimen, wherever it lay and however the camera moved: it
 marks, spots and fin edges, compared on a grid along the fish's axes
 (``fishseg.dataset.specimen``), among the candidates of both other tests. Fish of one
 species can look alike to the last detail the images keep, so the background weighs in:
-on a background within its cut the fish's score over its cut decides alone; further off,
-the two multiply, so a background four times its cut needs a fish four times under its own.
+on a background within 1.25 times its cut the fish's score over its cut decides alone;
+further off, the two multiply, so a background five times its cut needs a fish four times
+under its own.
 
 Every candidate pair, of any kind, is put as its score over its cut; groups are the
 connected components of the pairs under ``threshold``, and a group that holds too much of
