@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import signal
 import subprocess
 from pathlib import Path
@@ -149,7 +150,9 @@ def test_kill_9_then_dvc_repro_gives_the_uninterrupted_outputs(project, fault, r
         check=False,
         env={**ENV, "FISHSEG_FAULT": fault},
     )
-    assert killed.returncode != 0 and "-9" in killed.stdout + killed.stderr, killed.stdout + killed.stderr
+    said = killed.stdout + killed.stderr
+    # DVC reports the signal as -9 when it ran python itself, 137 when a shell ran it
+    assert killed.returncode != 0 and re.search(r"exited with (-9|137)\b", said), said
 
     recovered = dvc("repro", "train", cwd=root, env=ENV)
     out = recovered.stdout + recovered.stderr
