@@ -249,7 +249,7 @@ def _test_masks_rewritten(paths, rewrite):
 def test_masks_in_another_encoding_score_the_same_at_full_resolution(scored):
     params, paths = scored
     expected = evaluate(params, paths, progress=False)
-    assert expected["iou"] > 0  # the tiny model finds some fish: a lost mask would show
+    assert expected["test_iou"] > 0  # the tiny model finds some fish: a lost mask would show
     with _test_masks_rewritten(paths, lambda fish: fish.astype(np.uint16)):  # 16-bit 0/1
         assert evaluate(params, paths, progress=False) == expected
     with _test_masks_rewritten(paths, lambda fish: np.dstack([fish * 0] * 3 + [fish * 255])):  # alpha
@@ -269,7 +269,7 @@ def test_no_champion_is_crowned_on_a_test_set_without_fish(scored, caplog):
             metrics = evaluate(registering, paths, progress=False)
     finally:
         test_masks.write_bytes(arrays)
-    assert metrics["n_images"] == 6  # scored and written as usual, only not registered
+    assert metrics["test_images"] == 6  # scored and written as usual, only not registered
     assert client.search_registered_models(f"name = '{name}'") == []
     assert champion(client, name) is None
     assert "hold no fish pixels" in caplog.text and "not registered" in caplog.text
