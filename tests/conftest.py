@@ -35,6 +35,14 @@ from .helpers import tiny, write_prepared  # noqa: E402
 torch.set_num_threads(1 if XDIST_WORKERS > 1 else 2)
 
 
+@pytest.fixture(autouse=True)
+def _tracking_uri_left_unset():
+    """``mlflow.set_tracking_uri`` exports ``MLFLOW_TRACKING_URI``, which outranks every later
+    test's store in this process: each test ends with the variable unset, as it started."""
+    yield
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
 def pytest_xdist_auto_num_workers(config) -> int:
     """`-n auto` (pyproject addopts): one worker per core this process may use (the
     cgroup/affinity view, not the host's count), at most 8; the slow tests are a few files."""

@@ -88,8 +88,8 @@ def _experiment_metrics(root: Path) -> dict[str, float]:
             for rev in exp.get("revs", []):
                 data = rev.get("data") or {}
                 eval_json = (data.get("metrics") or {}).get("metrics/eval.json", {}).get("data", {})
-                if rev.get("name") in {f"par-{s}" for s in SEEDS} and "iou" in eval_json:
-                    ious[rev["name"]] = eval_json["iou"]
+                if rev.get("name") in {f"par-{s}" for s in SEEDS} and "test_iou" in eval_json:
+                    ious[rev["name"]] = eval_json["test_iou"]
     return ious
 
 
