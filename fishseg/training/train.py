@@ -29,7 +29,7 @@ from torch import nn
 from tqdm import tqdm
 
 from fishseg.dataset.arrays import load_split
-from fishseg.device import default_workers, resolve_precision, seed_everything, select_device
+from fishseg.device import default_workers, pin_cpu_runtime, resolve_precision, seed_everything, select_device
 from fishseg.errors import FishsegError
 from fishseg.evaluation.metrics import EpochMeter, confusion_counts
 from fishseg.fsutil import atomic_dir, atomic_write_bytes, atomic_write_json, atomic_write_text
@@ -287,6 +287,7 @@ def train(params: Params, paths: Paths, *, progress: bool = True) -> dict[str, A
     distributed.init(d, device)
     distributed.quiet_other_ranks(d)
     seed_everything(tp.seed + d.rank, tp.deterministic)
+    cpu_numerics = pin_cpu_runtime(tp.reproducible)
     amp_dtype = resolve_precision(tp.precision, device)
     channels_last = tp.channels_last and device.type == "cuda"
     if device.type == "cuda" and not tp.deterministic:
@@ -377,6 +378,7 @@ def train(params: Params, paths: Paths, *, progress: bool = True) -> dict[str, A
             mlflow.log_params(
                 {"data.n_train": len(train_split), "data.n_val": len(val_split), "device": str(device)}
             )
+            mlflow.log_param("cpu_numerics", cpu_numerics)
         prog.run_id = mlflow_run.info.run_id
         log.info("MLflow run %s (%s)", prog.run_id, mlflow.get_tracking_uri())
 
