@@ -1,8 +1,8 @@
 """Training throughput: the pipeline's training step vs a bare smp loop on the same batches.
 
-The pipeline side is ``fishseg.training.train.train_one_epoch`` as the train stage runs it: the
-prepared-array loader with augmentation, transfer and normalisation on the device, the
-epoch meter (confusion counts), the lr schedule and the stop-signal check. The bare side
+The pipeline side is ``fishseg.training.loop.train_one_epoch`` with the engine the train stage
+builds: the prepared-array loader with augmentation, transfer and normalisation on the
+device, the epoch meter (confusion counts), the lr schedule and the stop-signal check. The bare side
 is model + loss + optimizer over the very same batches, collated, normalised and moved
 to the device beforehand. Each round times one epoch of each, back to back (the order
 alternating), so both see the same machine load; the overhead is the median over rounds
@@ -31,17 +31,16 @@ from fishseg.dataset.arrays import load_split
 from fishseg.device import default_workers, resolve_precision, select_device
 from fishseg.evaluation.metrics import EpochMeter
 from fishseg.model.factory import build_model
+from fishseg.model.forward import Forward
 from fishseg.model.normalize import Normalizer
 from fishseg.training import distributed
 from fishseg.training.augment import build_augmentation
+from fishseg.training.engine import Engine
 from fishseg.training.loaders import EpochSampler, SegmentationDataset, make_loader
+from fishseg.training.loop import train_one_epoch
 from fishseg.training.losses import build_loss
-from fishseg.training.train import (
-    StopFlag,
-    build_optimizer,
-    build_scheduler,
-    train_one_epoch,
-)
+from fishseg.training.optim import build_optimizer, build_scheduler
+from fishseg.training.signals import StopFlag
 
 
 def synchronize(device: torch.device) -> None:
@@ -49,36 +48,26 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def pipeline_epoch(
-    model, loader, sampler, epoch, params, device, amp_dtype, normalizer, channels_last
-) -> float:
+def pipeline_epoch(model, loader, epoch, params, forward: Forward) -> float:
     """Seconds for one epoch of the engine's own training step."""
     tp = params.train
     optimizer = build_optimizer(model, tp)
-    scheduler = build_scheduler(optimizer, tp, len(loader))
-    sampler.set_epoch(epoch)
-    synchronize(device)
-    started = time.perf_counter()
-    train_one_epoch(
-        model,
-        loader,
+    engine = Engine(
+        model=model,
+        net=model,
+        forward=forward,
         loss_fn=build_loss(tp.loss),
         optimizer=optimizer,
-        scheduler=scheduler,
-        normalizer=normalizer,
-        device=device,
-        amp_dtype=amp_dtype,
-        scaler=torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16),
+        scheduler=build_scheduler(optimizer, tp, len(loader)),
+        scaler=torch.amp.GradScaler(forward.device.type, enabled=forward.amp_dtype == torch.float16),
         accumulate=1,
-        meter=EpochMeter(device),
-        skip_steps=0,
-        stop=StopFlag(),
-        on_step=lambda step: None,
-        d=distributed.Dist(),
-        channels_last=channels_last,
-        progress=False,
+        dist=distributed.Dist(),
     )
-    synchronize(device)
+    loader.sampler.set_epoch(epoch)
+    synchronize(forward.device)
+    started = time.perf_counter()
+    train_one_epoch(engine, loader, EpochMeter(forward.device), first_step=0, stop=StopFlag(), show_bar=False)
+    synchronize(forward.device)
     return time.perf_counter() - started
 
 
@@ -135,6 +124,7 @@ def main() -> None:
         split = load_split(paths, "train")
         stats = json.loads(paths.stats_json.read_text())
         normalizer = Normalizer(stats["mean"], stats["std"]).to(device)
+        forward = Forward(normalizer, device, amp_dtype, channels_last)
         sampler = EpochSampler(len(split), shuffle=True, seed=0)
         workers = default_workers(device)
         loader = make_loader(
@@ -158,7 +148,7 @@ def main() -> None:
         if channels_last:
             initial = initial.to(memory_format=torch.channels_last)
         warm = copy.deepcopy(initial)  # one untimed epoch each: allocator, kernels, workers
-        pipeline_epoch(warm, loader, sampler, 1, params, device, amp_dtype, normalizer, channels_last)
+        pipeline_epoch(warm, loader, 1, params, forward)
         bare_epoch(copy.deepcopy(initial), batches, params, device, amp_dtype)
 
         pipe_s, bare_s = [], []
@@ -166,10 +156,7 @@ def main() -> None:
             for side in ("pipe", "bare") if i % 2 == 0 else ("bare", "pipe"):
                 model = copy.deepcopy(initial)
                 if side == "pipe":
-                    seconds = pipeline_epoch(
-                        model, loader, sampler, 1, params, device, amp_dtype, normalizer, channels_last
-                    )
-                    pipe_s.append(seconds)
+                    pipe_s.append(pipeline_epoch(model, loader, 1, params, forward))
                 else:
                     bare_s.append(bare_epoch(model, batches, params, device, amp_dtype))
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
 from fishseg.errors import FishsegError
 from fishseg.params import Params, load_params
 from fishseg.paths import Paths, find_root
+from fishseg.redact import redact_uri
 
 log = logging.getLogger("fishseg")
 
@@ -29,14 +31,40 @@ def setup_logging(verbose: bool = False) -> None:
 
 
 def offline_env() -> None:
-    """Never let a library phone home at import (albumentations update check, HF hub)."""
-    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    """No library phones home on its own: no update check, no usage telemetry.
+
+    Network access that params ask for (Kaggle, encoder weights from the hub, a tracking
+    server) still works; ``HF_HUB_OFFLINE=1`` in the environment blocks the hub as well.
+    """
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations' PyPI check at import
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+def one_line(message: object) -> str:
+    """``message`` on one line, with secrets in any URI it quotes masked."""
+    return redact_uri(re.sub(r"\s*\n\s*", "; ", str(message).strip()))
+
+
+def front_door(work: Callable[[], int | None]) -> int:
+    """Run a command's ``work`` and turn what it raises into an exit status.
+
+    :class:`FishsegError`: one ERROR line, its ``exit_code`` (2 unless it says otherwise);
+    Ctrl-C: 130. Anything else is a bug and keeps its traceback.
+    """
+    try:
+        return work() or 0
+    except FishsegError as exc:
+        log.error("%s", one_line(exc))
+        return exc.exit_code
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return 130
 
 
 def run_stage(
     description: str,
     body: Callable[[Params, Paths, argparse.Namespace], None],
-    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
     argv: list[str] | None = None,
 ) -> int:
     """Parse ``--params``/``-v``, load params, run ``body``; exit 2 with one line on user errors."""
@@ -48,19 +76,13 @@ def run_stage(
         "--root", type=Path, default=None, help="project root (default: the directory holding dvc.yaml)"
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    if add_arguments:
-        add_arguments(parser)
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
     offline_env()
-    try:
+
+    def work() -> None:
         root = (args.root or find_root()).resolve()
         params = load_params(root / args.params if not Path(args.params).is_absolute() else args.params)
         body(params, Paths(root), args)
-    except FishsegError as exc:
-        log.error("%s", exc)
-        return 2
-    except KeyboardInterrupt:
-        log.error("interrupted")
-        return 130
-    return 0
+
+    return front_door(work)

@@ -2,4 +2,9 @@
 
 
 class FishsegError(Exception):
-    """An error the user can fix (bad params, bad input, missing credentials)."""
+    """An error the user can fix (bad params, bad input, missing credentials).
+
+    The command exits with ``exit_code`` (2: usage or input error) after one log line.
+    """
+
+    exit_code = 2

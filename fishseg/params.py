@@ -10,6 +10,7 @@ exactly that, so numeric fields accept numeric strings.
 
 from __future__ import annotations
 
+import reprlib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,8 +18,16 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fishseg.errors import FishsegError
+from fishseg.redact import redact_uri, uri_secrets
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
+# A params file is a few KB; anything near this is not one (and YAML aliases can make a
+# small file expand when its values are printed, hence the bounded repr below).
+MAX_PARAMS_BYTES = 1 << 20
+MAX_IMAGE_SIDE = 4096
+
+# The loss names ``train.loss`` accepts (fishseg.training.losses builds each).
+LossName = Literal["dice_bce", "dice", "bce", "focal_dice"]
 
 
 class SyntheticParams(BaseModel):
@@ -36,8 +45,12 @@ class DataParams(BaseModel):
     kaggle_dataset: str = "crowww/a-large-scale-fish-dataset"
     image_size: tuple[int, int] = (96, 128)
     on_invalid: Literal["error", "skip"] = "error"
+    # Decompression-bomb guards: pixels per image (read from the header before decoding),
+    # bytes and members per archive, and how much one archive member may expand.
+    max_image_pixels: int = Field(50_000_000, gt=0, le=1 << 30)
     max_archive_bytes: int = Field(10_000_000_000, gt=0)
     max_archive_members: int = Field(50_000, gt=0)
+    max_archive_ratio: float = Field(200.0, ge=1.0)
     download_retries: int = Field(4, ge=0, le=20)
     download_backoff_s: float = Field(2.0, ge=0.0, le=600.0)
     download_timeout_s: float = Field(60.0, gt=0.0, le=3600.0)
@@ -46,8 +59,10 @@ class DataParams(BaseModel):
     @field_validator("image_size")
     @classmethod
     def _multiple_of_32(cls, value: tuple[int, int]) -> tuple[int, int]:
-        if any(v < 32 or v % 32 for v in value):
-            raise ValueError("both sides must be multiples of 32 (>= 32), e.g. [96, 128]")
+        if any(v < 32 or v % 32 or v > MAX_IMAGE_SIDE for v in value):
+            raise ValueError(
+                f"both sides must be multiples of 32 from 32 to {MAX_IMAGE_SIDE}, e.g. [96, 128]"
+            )
         return value
 
     @field_validator("source")
@@ -89,7 +104,7 @@ class TrainParams(BaseModel):
     batch_size: int = Field(8, ge=1, le=4096)
     lr: float = Field(2e-3, gt=0.0, le=10.0)
     weight_decay: float = Field(1e-4, ge=0.0, le=1.0)
-    loss: Literal["dice_bce", "dice", "bce", "focal_dice"] = "dice_bce"
+    loss: LossName = "dice_bce"
     scheduler: Literal["cosine", "onecycle", "plateau", "none"] = "cosine"
     warmup_epochs: int = Field(1, ge=0)
     seed: int = 0
@@ -153,6 +168,18 @@ class MlflowParams(BaseModel):
     log_model: bool = True
     register_model: str | None = None
 
+    @field_validator("tracking_uri")
+    @classmethod
+    def _no_secrets(cls, value: str | None) -> str | None:
+        # params.yaml is committed to git, copied into dvc.lock and logged to MLflow.
+        if value is not None and uri_secrets(value):
+            raise ValueError(
+                "holds a password or token, and params.yaml goes into git, dvc.lock and MLflow: "
+                "remove it and export MLFLOW_TRACKING_URI with the full URI instead (or use "
+                "MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD)"
+            )
+        return value
+
     @field_validator("register_model")
     @classmethod
     def _model_name(cls, value: str | None) -> str | None:
@@ -204,9 +231,14 @@ def _describe(error: dict[str, Any]) -> str:
     key = ".".join(str(part) for part in error["loc"])
     if error["type"] == "extra_forbidden":
         return f"unknown key {key!r}: remove it or check its spelling"
-    value = error.get("input")
+    # reprlib: a value built from YAML aliases may be huge once written out in full.
+    value = redact_uri(_SHORT.repr(error.get("input")))
     msg = error["msg"].removeprefix("Value error, ")
-    return f"{key} = {value!r}: {msg}"
+    return f"{key} = {value}: {msg}"
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 120
 
 
 def parse_params(raw: Any, source: str = "params.yaml") -> Params:
@@ -226,13 +258,27 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate ``params.yaml``; raise :class:`ParamsError` with the bad key."""
     path = Path(path)
     try:
+        if not path.is_file():
+            raise FileNotFoundError(path)
+        if path.stat().st_size > MAX_PARAMS_BYTES:
+            raise ParamsError(
+                f"{path}: {path.stat().st_size} bytes, not a params file (at most {MAX_PARAMS_BYTES}); "
+                "restore it from git (git checkout params.yaml)"
+            )
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ParamsError(f"{path}: not found; run from the project root or pass --params") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ParamsError(f"{path}: cannot read it ({exc}); restore it from git") from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ParamsError(
             f"{path}: not valid YAML ({exc.__class__.__name__}: {exc})".replace("\n", " ")
+        ) from None
+    except (ValueError, RecursionError) as exc:
+        # ValueError: an integer of more than 4300 digits; RecursionError: nesting thousands deep.
+        raise ParamsError(
+            f"{path}: not a params file ({type(exc).__name__}: {str(exc)[:120]}); restore it from git"
         ) from None
     return parse_params(raw, str(path))

@@ -1,8 +1,10 @@
 """plot: draw the figures into plots/png and attach them to the MLflow run.
 
 Training curves, per-species IoU bars, the pixel confusion matrix, prediction grids of
-random, best and worst test images (image | truth | prediction overlay), and dataset
-figures (images per species and split, foreground fraction, sample pairs).
+random, best and worst test images (photo | truth | prediction overlay | zoom on the
+edge where it is most wrong; the original photos under data/raw with the full-resolution
+predictions the evaluate stage scored), and dataset figures (images per species and
+split, foreground fraction, sample pairs).
 
     python stages/plot.py [--params params.yaml]
 """

@@ -1,9 +1,10 @@
 """train: fit the segmentation model, tracked in MLflow.
 
 Builds the model from params (smp), trains with albumentations augmentation on the
-prepared arrays, keeps the best model by val IoU in models/model, the resume state in
-models/last, and writes metrics/train.json and plots/train/history.csv. Interrupted
-runs (Ctrl-C, SIGTERM) save their state; `dvc repro` resumes them.
+prepared arrays and keeps the resume state, with the best weights by val IoU, in
+models/last; at the end it writes models/model, models/run.json, metrics/train.json and
+plots/train/history.csv from that state. Interrupted runs (Ctrl-C, SIGTERM) save their
+state, a second Ctrl-C stops at once; `dvc repro` resumes them, also after a kill -9.
 
     python stages/train.py [--params params.yaml]
 

@@ -7,7 +7,7 @@ from fishseg.params import AugmentParams
 from fishseg.training.augment import build_augmentation
 from fishseg.training.loaders import EpochSampler, SegmentationDataset, make_loader
 
-from .conftest import write_prepared
+from .helpers import write_prepared
 
 
 def test_sampler_shards_cover_everything_and_pad_evenly():

@@ -1,20 +1,24 @@
-"""Near-duplicate grouping: copies made by flips, 90-degree and free rotations of a photo.
+"""Near-duplicate grouping: copies of a photo, and shots of one scene.
 
-Most tests build their own "photos" (fish-like blobs with stripes, a darker back, glare
-and noise on a blue surface), each with copies made the way the archive made them:
+Most copy tests build their own "photos" (fish-like blobs with stripes, a darker back,
+glare and noise on a blue surface), each with copies made the way the archive made them:
 cv2 flips, np.rot90 then a resize back to the frame, and cv2.warpAffine rotations about
-the centre that leave black corners. One test runs on the synthetic generator.
+the centre that leave black corners. One test runs on the synthetic generator. The
+same-scene tests use real photos from datasets/realfish.
 """
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from fishseg.dataset import grouping as G
 from fishseg.dataset.grouping import group_ids, pair_quality, straddling_pairs
+from fishseg.dataset.index import Pair, decode_pairs
 
 FRAME = (150, 200)  # (h, w), the archive's 445x590 aspect
 SIZE = (96, 128)  # (h, w) the pipeline prepares
@@ -237,3 +241,131 @@ def test_synthetic_archive(tmp_path):
     _assert_valid_grouping(groups, species)
     precision, recall = pair_quality(groups, [f"{r.species}/{r.photo}" for r in records])
     assert recall >= 0.95 and precision >= 0.9, (precision, recall)
+
+
+# --------------------------------------------------------------------------- same scene
+# Real photos from datasets/realfish, decoded and resized as the split stage does.
+
+REALFISH = Path(__file__).resolve().parents[1] / "datasets" / "realfish"
+
+
+def _realfish(*names: str, size: tuple[int, int] = SIZE) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The named photos ("Species/stem") as (images, masks, species) at ``size``."""
+    pairs = []
+    for name in names:
+        species, stem = name.split("/")
+        pairs.append(
+            Pair(
+                species,
+                REALFISH / "images" / species / f"{stem}.jpg",
+                REALFISH / "masks" / species / f"{stem}.png",
+            )
+        )
+    problems: list = []
+    decoded = list(decode_pairs(pairs, size, problems))
+    assert not problems and len(decoded) == len(names)
+    return (
+        np.stack([d.image for d in decoded]),
+        np.stack([d.mask for d in decoded]),
+        [d.species for d in decoded],
+    )
+
+
+# Near-duplicates judged by eye (benchmarks/realfish_near_duplicates.txt): shots one after
+# another, the camera or the fish moved a little; and photos of other specimens or places.
+SAME_SCENE = [("Hourse Mackerel/00011", "Hourse Mackerel/00012"), ("Shrimp/00014", "Shrimp/00042"),
+              ("Shrimp/00018", "Shrimp/00019")]  # fmt: skip
+DISTINCT = ["Hourse Mackerel/00001", "Hourse Mackerel/00003", "Hourse Mackerel/00022", "Hourse Mackerel/00024",
+            "Hourse Mackerel/00031", "Hourse Mackerel/00041", "Shrimp/00035", "Sea Bass/00001", "Sea Bass/00020",
+            "Sea Bass/00025", "Sea Bass/00028", "Red Sea Bream/00018", "Red Sea Bream/00025",
+            "Red Sea Bream/00032"]  # fmt: skip
+
+
+def test_real_shots_of_one_scene_join_and_other_photos_stay_apart():
+    names = [name for pair in SAME_SCENE for name in pair] + DISTINCT
+    images, masks, species = _realfish(*names)
+    groups = group_ids(images, masks, species)
+    _assert_valid_grouping(groups, species)
+    for k in range(len(SAME_SCENE)):
+        assert groups[2 * k] == groups[2 * k + 1], SAME_SCENE[k]
+    assert len(np.unique(groups)) == len(SAME_SCENE) + len(DISTINCT), dict(zip(names, groups, strict=True))
+
+
+def test_a_stricter_threshold_never_joins_more():
+    images, masks, species = _realfish(*[name for pair in SAME_SCENE for name in pair], *DISTINCT[:6])
+    counts = [len(np.unique(group_ids(images, masks, species, threshold=t))) for t in (0.3, 1.0, 3.0)]
+    assert counts[0] >= counts[1] >= counts[2], counts
+    assert counts[0] > counts[2]  # the threshold does move the cut
+
+
+def test_scene_detail_ignores_exposure_and_leaves_out_fish_corners_and_stamp():
+    images, masks, _ = _realfish("Hourse Mackerel/00011")
+    image, mask = images[0].copy(), masks[0].copy()
+    image[:, :12] = 0  # a black border, as a free rotation leaves
+    text = np.zeros(mask.shape, np.uint8)
+    for canvas, colour in ((image, (240, 220, 40)), (text, 255)):  # a yellow date stamp
+        cv2.putText(canvas, "01/01/2006", (70, 90), cv2.FONT_HERSHEY_SIMPLEX, 0.3, colour, 1)
+    darker = (image * 0.7).astype(np.uint8)
+    detail, valid = G._scene_arrays(np.stack([image, darker]), np.stack([mask, mask]))
+    assert detail.shape[:2] == (2, 2) and valid.dtype == np.uint8
+    work = valid.shape[:0:-1]
+    for left_out in (mask, text):  # the fish (with a margin) and the stamp
+        assert not valid[0][cv2.resize(left_out, work, interpolation=cv2.INTER_AREA) > 0].any()
+    assert not valid[0][:, :6].any()  # and the black border
+    assert valid[0].mean() > 0.3
+    # Exposure scales the channels alike: the detail, and so the score, hardly move.
+    assert G._scene_distances(detail, valid, np.array([0]), np.array([1]))[0] < 0.05
+
+
+def test_scene_distance_finds_a_shifted_background():
+    # Two windows of one photo, 6 and 10 pixels apart: one scene, the camera moved.
+    images, masks, _ = _realfish("Shrimp/00014", "Sea Bass/00020", size=(112, 150))
+    windows = [(0, 0), (6, 10)]
+    crops = np.stack(
+        [images[0][y : y + SIZE[0], x : x + SIZE[1]] for y, x in windows] + [images[1][:96, :128]]
+    )
+    crop_masks = np.stack(
+        [masks[0][y : y + SIZE[0], x : x + SIZE[1]] for y, x in windows] + [masks[1][:96, :128]]
+    )
+    detail, valid = G._scene_arrays(crops, crop_masks)
+    same, other = G._scene_distances(detail, valid, np.array([0, 0]), np.array([1, 2]))
+    assert same < 0.1 and other > 0.5, (same, other)
+    # Spectra once for all or per chunk of pairs: the same numbers.
+    both = G._scene_distances(detail, valid, np.array([0, 0]), np.array([1, 2]), all_at_once=True)
+    np.testing.assert_allclose(both, [same, other], atol=1e-5)
+
+
+def test_the_fish_must_keep_its_size():
+    images, masks, _ = _realfish("Hourse Mackerel/00011")
+    image, mask = images[0], masks[0]
+    # The same photo with the fish 1.5 times longer (area 2.25 times): not one specimen.
+    h, w = mask.shape
+    zoom = cv2.getRotationMatrix2D((w / 2, h / 2), 0, 1.5)
+    big = cv2.warpAffine(image, zoom, (w, h), borderMode=cv2.BORDER_REFLECT)
+    big_mask = cv2.warpAffine(mask, zoom, (w, h), flags=cv2.INTER_NEAREST)
+    pairs = np.array([0, 0]), np.array([1, 2])
+    scores, random_scores = G._fish_distances(
+        np.stack([image, image, big]), np.stack([mask, mask, big_mask]), *pairs
+    )
+    assert scores[0] < 1e-3  # the same fish (fish cuts on real photos are about 0.04)
+    assert np.isinf(scores[1])  # resized
+    assert len(random_scores) > 0
+
+
+def test_background_cut_from_other_species():
+    names = [
+        "Shrimp/00014",
+        "Shrimp/00042",
+        "Shrimp/00035",
+        "Sea Bass/00001",
+        "Sea Bass/00020",
+        "Trout/00001",
+    ]
+    images, masks, species = _realfish(*names)
+    detail, valid = G._scene_arrays(images, masks)
+    thumbs = G._scene_thumbnails(detail, valid)
+    np.testing.assert_allclose(np.linalg.norm(thumbs, axis=1), 1, atol=1e-5)
+    one_species = G._scene_cut(detail, valid, thumbs, np.array(["Shrimp"] * len(names)))
+    assert one_species == G._SCENE_MAX_CUT
+    cut = G._scene_cut(detail, valid, thumbs, np.array(species))
+    assert G._SCENE_MIN_CUT <= cut <= G._SCENE_MAX_CUT

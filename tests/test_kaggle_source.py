@@ -30,7 +30,8 @@ from fishseg.params import DataParams
 from fishseg.sources.fetch import fetch
 from fishseg.sources.kaggle import KaggleCredentials, config_dir, find_credentials, parse_dataset, redact
 from fishseg.sources.layout import image_dir
-from tests._fishdata import assert_untouched, fish_dataset, image_bytes, make_good_raw, write, zip_tree
+
+from .helpers import assert_untouched, fish_dataset, image_bytes, make_good_raw, write, zip_tree
 
 USER = "fish-user"
 KEY = "0123456789abcdef-fake-kaggle-key"
@@ -42,8 +43,9 @@ class FakeKaggle(ThreadingHTTPServer):
     """Answers as api.kaggle.com (a POST, then a 302 to storage) and as storage (the zip).
 
     ``api`` and ``storage`` are scripts of what to do on each request, in order; when a
-    script runs out, it succeeds. Storage actions: ok, drop (half the body, then the
-    connection closes), stall (half the body, then silence), or an HTTP status.
+    script runs out, it succeeds. Storage actions: ok, chunked (no Content-Length: the size
+    is known only by streaming), drop (half the body, then the connection closes), stall
+    (half the body, then silence), or an HTTP status.
     """
 
     daemon_threads = True
@@ -121,6 +123,14 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self.send_response(200)
         self.send_header("Content-Type", "application/zip")
+        if action == "chunked":
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for start in range(0, len(data), 4096):
+                part = data[start : start + 4096]
+                self.wfile.write(f"{len(part):x}\r\n".encode() + part + b"\r\n")
+            self.wfile.write(b"0\r\n\r\n")
+            return
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         if action == "ok":
@@ -405,16 +415,34 @@ def test_client_errors_are_not_retried(
     assert_no_secret(str(info.value), caplog.text)
 
 
-def test_download_over_the_cap_is_refused(server: FakeKaggle, raw, monkeypatch) -> None:
+def test_download_declared_over_the_cap_is_refused(server: FakeKaggle, raw, monkeypatch) -> None:
+    """The Content-Length says too much: refused before a byte of the body is read."""
     raw_dir, before = raw
     monkeypatch.setenv("KAGGLE_USERNAME", USER)
     monkeypatch.setenv("KAGGLE_KEY", KEY)
 
-    with pytest.raises(FishsegError, match="more than data.max_archive_bytes = 1000"):
+    with pytest.raises(FishsegError, match=r"is \d+ bytes, more than data.max_archive_bytes = 1000"):
         fetch(kaggle_params(max_archive_bytes=1000), raw_dir, progress=False)
 
     assert len(server.calls("/storage/fish.zip")) == 1
     assert_untouched(raw_dir, before)
+
+
+def test_download_streamed_over_the_cap_is_refused(server: FakeKaggle, raw, monkeypatch) -> None:
+    """No Content-Length (chunked transfer): the bytes are counted as they arrive."""
+    raw_dir, before = raw
+    monkeypatch.setenv("KAGGLE_USERNAME", USER)
+    monkeypatch.setenv("KAGGLE_KEY", KEY)
+    server.storage = ["chunked"]
+
+    with pytest.raises(FishsegError, match="sent more than data.max_archive_bytes = 1000 bytes"):
+        fetch(kaggle_params(max_archive_bytes=1000), raw_dir, progress=False)
+
+    assert len(server.calls("/storage/fish.zip")) == 1
+    assert_untouched(raw_dir, before)
+    # The same chunked transfer under the cap goes through: the cap, not the framing, refused it.
+    server.storage = ["chunked"]
+    assert fetch(kaggle_params(), raw_dir, progress=False)["pairs"] == {"Red Mullet": 2, "Trout": 3}
 
 
 def test_downloaded_non_zip_is_refused(server: FakeKaggle, raw, monkeypatch) -> None:

@@ -3,7 +3,7 @@ import yaml
 
 from fishseg.params import ParamsError, load_params, parse_params
 
-from .conftest import REPO
+from .helpers import REPO
 
 
 def test_real_params_file_is_valid():

@@ -123,6 +123,43 @@ def test_plot_prediction_grid_rejects_mismatch(tmp_path: Path, arrays: dict[str,
     assert not (tmp_path / "g.png").exists()
 
 
+def test_prediction_grid_rows_of_different_sizes(tmp_path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Original photos differ in size: each row is drawn at its own, with a zoom column."""
+    big = np.kron(arrays["images"][0], np.ones((3, 3, 1), np.uint8))  # 96x144
+    big_mask = np.kron(arrays["masks"][0], np.ones((3, 3), np.uint8))
+    big_prob = np.kron(arrays["probs"][0], np.ones((3, 3), np.float32))
+    out = tmp_path / "sizes.png"
+    plots.plot_prediction_grid(
+        [arrays["images"][1], big],
+        [arrays["masks"][1], big_mask],
+        [arrays["probs"][1], big_prob],
+        ["a", "b"],
+        out,
+        DPI,
+    )
+    img = _read_png(out)
+    # Four panels a row: wider than tall for two rows.
+    assert img.shape[1] > img.shape[0]
+
+
+def test_edge_window_by_hand() -> None:
+    truth = np.zeros((40, 80), bool)
+    truth[10:30, 20:60] = True
+    pred = truth.copy()
+    pred[10:30, 60:70] = True  # a false-positive band right of the fish
+    rows, cols = plots.edge_window(truth, pred, fraction=0.25)
+    assert (rows.stop - rows.start, cols.stop - cols.start) == (10, 20)
+    # The window sits on the band and holds as much of it as a window can (10 rows x 10 columns).
+    assert (truth != pred)[rows, cols].sum() == 100 and cols.start >= 50
+    # No errors: the window shows the fish's edge; no fish at all: the middle.
+    rows, cols = plots.edge_window(truth, truth, fraction=0.25)
+    assert truth[rows, cols].any() and not truth[rows, cols].all()
+    assert plots.edge_window(np.zeros((40, 80), bool), np.zeros((40, 80), bool), 0.25) == (
+        slice(15, 25),
+        slice(30, 50),
+    )
+
+
 def test_error_overlay_colours() -> None:
     image = np.zeros((1, 4, 3), np.uint8)
     truth = np.array([[True, True, False, False]])

@@ -17,18 +17,16 @@ from mlflow.models import infer_signature
 from fishseg.dataset.index import read_rgb
 from fishseg.model.inference import InferenceModel, load_inference_model, predict_image
 from fishseg.params import Params
-from fishseg.serve.predict import collect_inputs, main, output_stems
+from fishseg.serve.predict import Input, collect_inputs, main, output_names
 from fishseg.tracking import store as tracking
-
-from ._trained import trained_model_dir
 
 SIZES = {"a.png": (45, 61), "b.jpg": (120, 90), "deep/a.png": (33, 200), "deep/c.bmp": (64, 64)}
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
+def model_dir(trained):
     """``models/model`` from a tiny real training run."""
-    return trained_model_dir(tmp_path_factory)
+    return trained.paths.model_dir
 
 
 @pytest.fixture(scope="module")
@@ -57,10 +55,10 @@ def test_folder_gives_masks_and_overlays_at_each_input_size(model_dir, photos, t
 
     table = pd.read_csv(out / "predictions.csv", keep_default_na=False)
     assert sorted(table["input"]) == sorted(str(photos / n) for n in SIZES)
-    stems = {row.input: row.mask for row in table.itertuples()}
-    # two inputs named a.*: the second gets a suffix, nothing is overwritten
-    assert stems[str(photos / "a.png")].endswith("masks/a.png")
-    assert stems[str(photos / "deep" / "a.png")].endswith("masks/a-2.png")
+    masks = {row.input: row.mask for row in table.itertuples()}
+    # the folder structure is kept: deep/a.png does not collide with a.png
+    for name in SIZES:
+        assert masks[str(photos / name)] == str(out / "masks" / Path(name).with_suffix(".png"))
     model, pre = load_inference_model(model_dir)
     for row in table.itertuples():
         h, w = SIZES[str(row.input).removeprefix(f"{photos}/")]
@@ -122,8 +120,15 @@ def test_inputs_skip_the_output_folder_and_duplicates(photos, tmp_path):
     (out / "masks").mkdir(parents=True)
     cv2.imwrite(str(out / "masks" / "a.png"), np.zeros((4, 4), np.uint8))
     found = collect_inputs([str(photos), str(photos / "a.png")], exclude=out)
-    assert sorted(p.relative_to(photos).as_posix() for p in found) == sorted(SIZES)
-    assert output_stems([photos / "x.png", photos / "X.jpg", photos / "d" / "x.png"]) == ["x", "X-2", "x-3"]
+    assert sorted(i.path.relative_to(photos).as_posix() for i in found) == sorted(SIZES)
+    assert sorted(i.name for i in found) == ["a", "b", "deep/a", "deep/c"]  # relative to the folder given
+    # a file given by itself is named by its stem; names that one file system would merge get -2, -3
+    assert collect_inputs([str(photos / "deep" / "a.png")])[0].name == "a"
+    items = [
+        Input(photos / n, n.removesuffix(".png"))
+        for n in ("x.png", "X.png", "d/x.png", "D/x.png", "e\u0301.png", "\u00e9.png")
+    ]
+    assert output_names(items) == ["x", "X-2", "d/x", "D/x-2", "e\u0301", "\u00e9-2"]
 
 
 def test_mlflow_model_uri(tmp_path, photos):

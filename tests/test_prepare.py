@@ -11,7 +11,7 @@ from fishseg.errors import FishsegError
 from fishseg.params import DataParams, SplitParams
 from fishseg.paths import Paths
 
-from ._fishdata import fish_dataset, image_bytes, write
+from .helpers import fish_dataset, image_bytes, write
 
 SPECIES = {"Trout": 6, "Shrimp": 6, "Sea Bass": 6}
 

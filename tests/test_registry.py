@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
+import textwrap
+import time
 from pathlib import Path
 
 import mlflow
@@ -12,18 +17,18 @@ import torch
 from mlflow.models import infer_signature
 
 from fishseg.model.inference import InferenceModel
-from fishseg.params import Params, ParamsError, parse_params
+from fishseg.params import ParamsError, parse_params
 from fishseg.tracking import store as tracking
 from fishseg.tracking.registry import CHAMPION, SCORE_TAG, maybe_register
+
+from .helpers import REPO, tiny
 
 
 @pytest.fixture(scope="module")
 def shared_store(tmp_path_factory):
     """One SQLite store for the module (creating one takes seconds); each test uses its own names."""
     root = tmp_path_factory.mktemp("registry")
-    params = Params.model_validate(
-        {"mlflow": {"tracking_uri": f"sqlite:///{root / 'mlflow.db'}", "log_model": True}}
-    )
+    params = tiny(mlflow={"tracking_uri": f"sqlite:///{root / 'mlflow.db'}", "log_model": True})
     experiment_id = tracking.setup(params.mlflow, root)
     return params, mlflow.MlflowClient(params.mlflow.tracking_uri), experiment_id
 
@@ -34,8 +39,8 @@ def store(shared_store, request):
     params, client, experiment_id = shared_store
     tracking.use_store(params.mlflow, Path("."))  # another module may have moved MLflow elsewhere
     name = request.node.name.replace("_", "-")
-    mlflow_params = params.mlflow.model_copy(update={"register_model": name})
-    return params.model_copy(update={"mlflow": mlflow_params}), client, experiment_id, name
+    mlflow_params = {"tracking_uri": params.mlflow.tracking_uri, "log_model": True, "register_model": name}
+    return tiny(mlflow=mlflow_params), client, experiment_id, name
 
 
 def _run_with_model(experiment_id: str, log_model: bool = True) -> str:
@@ -110,7 +115,7 @@ def test_a_champion_chosen_by_hand_stays(store, caplog):
 
 def test_nothing_to_register(store, caplog):
     params, client, experiment_id, name = store
-    off = params.model_copy(update={"mlflow": params.mlflow.model_copy(update={"register_model": None})})
+    off = tiny(mlflow={"tracking_uri": params.mlflow.tracking_uri, "log_model": True})
     assert maybe_register(off, _run_with_model(experiment_id, log_model=False), 0.9) is None
     with caplog.at_level(logging.WARNING, logger="fishseg"):
         assert maybe_register(params, _run_with_model(experiment_id, log_model=False), 0.9) is None
@@ -125,3 +130,56 @@ def test_registration_needs_a_logged_model_in_params():
     with pytest.raises(ParamsError, match="mlflow.register_model"):
         parse_params({"mlflow": {"register_model": "  "}})
     assert parse_params({}).mlflow.register_model is None
+
+
+# Another evaluate, in its own process, that is slow to move the alias: it stops right
+# before its first move until the file ``release`` appears.
+SLOW_EVALUATE = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    import mlflow
+    from fishseg.params import Params
+    from fishseg.tracking.registry import maybe_register
+
+    uri, name, run_id, score, paused, release = sys.argv[1:7]
+    params = Params.model_validate({"mlflow": {"log_model": True, "register_model": name}})
+    move = mlflow.MlflowClient.set_registered_model_alias
+
+    def slow_move(self, *args, **kwargs):
+        if not Path(paused).exists():
+            Path(paused).touch()
+            while not Path(release).exists():
+                time.sleep(0.05)
+        return move(self, *args, **kwargs)
+
+    mlflow.MlflowClient.set_registered_model_alias = slow_move
+    mlflow.set_tracking_uri(uri)
+    print(maybe_register(params, run_id, float(score)))
+    """
+)
+
+
+def test_a_slow_worse_evaluate_cannot_leave_the_alias_on_its_model(store, tmp_path):
+    """Two evaluates at once: the worse one decides first but moves the alias last."""
+    params, client, experiment_id, name = store
+    worse, better = _run_with_model(experiment_id), _run_with_model(experiment_id)
+    paused, release = tmp_path / "paused", tmp_path / "release"
+    argv = [mlflow.get_tracking_uri(), name, worse, "0.7", str(paused), str(release)]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    slow = subprocess.Popen(
+        [sys.executable, "-c", SLOW_EVALUATE, *argv], env=env, text=True, stdout=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not paused.exists():  # it has registered, seen no better model, and is about to move
+            assert slow.poll() is None and time.monotonic() < deadline, "the slow evaluate did not get there"
+            time.sleep(0.05)
+        got = maybe_register(params, better, 0.8)
+        assert got["champion"] is True and got["version"] == "2"
+    finally:
+        release.touch()
+        out, _ = slow.communicate(timeout=120)
+    assert slow.returncode == 0 and "'version': '1'" in out
+    holder = client.get_model_version_by_alias(name, CHAMPION)
+    assert str(holder.version) == "2" and holder.run_id == better

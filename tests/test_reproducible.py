@@ -19,9 +19,9 @@ import torch
 
 from fishseg.device import CPU_PINS, pin_cpu_runtime
 from fishseg.errors import FishsegError
-from fishseg.training.train import fingerprint
+from fishseg.training.state import fingerprint
 
-from .conftest import REPO, tiny, write_params, write_prepared
+from .helpers import REPO, tiny, write_params, write_prepared
 
 # What an AVX2-only CPU with one core looks like to the libraries (read at import).
 AVX2_ONE_CORE = {

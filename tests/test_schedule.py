@@ -3,19 +3,20 @@
 import pytest
 import torch
 
-from fishseg.params import TrainParams
-from fishseg.training import train as engine
+from fishseg.training import fit, optim
+from fishseg.training.state import STATE_FILE
+from fishseg.training.train import train
 
-from .conftest import write_prepared
+from .helpers import tiny, write_prepared
 
 STEPS = 5  # optimizer steps per epoch
 
 
 def _lrs(scheduler_name: str, epochs: int = 10, warmup: int = 2, lr: float = 0.1) -> list[float]:
     """The lr of every optimizer step, as the engine's scheduler sets it."""
-    tp = TrainParams(epochs=epochs, lr=lr, warmup_epochs=warmup, scheduler=scheduler_name)
+    tp = tiny(train={"epochs": epochs, "lr": lr, "warmup_epochs": warmup, "scheduler": scheduler_name}).train
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
-    scheduler = engine.build_scheduler(optimizer, tp, STEPS)
+    scheduler = optim.build_scheduler(optimizer, tp, STEPS)
     lrs = []
     for _ in range(epochs * STEPS):
         lrs.append(optimizer.param_groups[0]["lr"])
@@ -49,9 +50,9 @@ def test_onecycle_peaks_at_lr():
 
 
 def test_plateau_halves_on_stagnation():
-    tp = TrainParams(scheduler="plateau", lr=0.1)
+    tp = tiny(train={"scheduler": "plateau", "lr": 0.1}).train
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
-    scheduler = engine.build_scheduler(optimizer, tp, STEPS)
+    scheduler = optim.build_scheduler(optimizer, tp, STEPS)
     for val_iou in (0.1, 0.2, 0.3, 0.4):  # improving: unchanged
         scheduler.step(val_iou)
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1)
@@ -62,23 +63,20 @@ def test_plateau_halves_on_stagnation():
     assert lrs == pytest.approx([0.1, 0.1, 0.05, 0.05, 0.05, 0.025])
 
 
-def test_early_stopping_stops_after_patience_epochs(tmp_path, tiny_params, monkeypatch):
+def test_early_stopping_stops_after_patience_epochs(tmp_path, monkeypatch):
     """Val IoU pinned to its first value: no gain, so patience=1 stops after epoch 2 of 5."""
-    real = engine.evaluate_loader
+    real = fit.validate
     first = []
 
     def no_gain(*args, **kwargs):
-        meter, counts, probs = real(*args, **kwargs)
+        meter = real(*args, **kwargs)
         first.append(meter.sums.clone())
         meter.sums = first[0].clone()
-        return meter, counts, probs
+        return meter
 
-    monkeypatch.setattr(engine, "evaluate_loader", no_gain)
+    monkeypatch.setattr(fit, "validate", no_gain)
     paths = write_prepared(tmp_path, counts={"train": 8, "val": 4, "test": 2})
-    params = tiny_params.model_copy(
-        update={"train": tiny_params.train.model_copy(update={"epochs": 5, "patience": 1})}
-    )
-    result = engine.train(params, paths, progress=False)
+    result = train(tiny(train={"epochs": 5, "patience": 1}), paths, progress=False)
     assert result["epochs_run"] == 2 and result["best_epoch"] == 1
-    state = torch.load(paths.last_dir / engine.STATE_FILE, weights_only=True)
+    state = torch.load(paths.last_dir / STATE_FILE, weights_only=True)
     assert state["progress"]["completed"] is True and state["progress"]["stale_epochs"] == 1

@@ -28,7 +28,7 @@ from fishseg.params import MlflowParams
 from fishseg.serve.predict import main as predict_main
 from fishseg.tracking import store as tracking
 
-from .conftest import REPO, tiny, write_params, write_prepared
+from .helpers import REPO, tiny, write_params, write_prepared
 
 pytestmark = pytest.mark.slow
 

@@ -20,7 +20,8 @@ from fishseg.errors import FishsegError
 from fishseg.params import DataParams
 from fishseg.sources.fetch import check_layout, detect, fetch
 from fishseg.sources.layout import image_dir, mask_dir
-from tests._fishdata import (
+
+from .helpers import (
     assert_untouched,
     fish_dataset,
     generic_dataset,
@@ -391,12 +392,20 @@ def _patch_member(path: Path, member: str, fmt: str, local_at: int, central_at: 
 
 
 def test_zip_that_lies_about_sizes(tmp_path: Path, good_raw) -> None:
-    """A bomb-like member declared tiny: streaming does not trust the declaration."""
-    path = hostile_zip(tmp_path, ("Fish_Dataset/Fish_Dataset/Trout/Trout/00005.png", bytes(200_000)))
-    # Uncompressed size: offset 22 in the local header, 24 in the central directory.
-    _patch_member(path, "Fish_Dataset/Fish_Dataset/Trout/Trout/00005.png", "<I", 22, 24, 100)
-    assert zipfile.ZipFile(path).getinfo("Fish_Dataset/Fish_Dataset/Trout/Trout/00005.png").file_size == 100
-    assert_fails(path, good_raw, "damaged archive", "00005.png", max_archive_bytes=50_000)
+    """A bomb-like member declared tiny, with a CRC that matches the declared bytes: only the
+    streaming count (more bytes than declared) can catch it."""
+    import zlib
+
+    name = "Fish_Dataset/Fish_Dataset/Trout/Trout/00005.png"
+    member = zipfile.ZipInfo(name)
+    member.compress_type = zipfile.ZIP_DEFLATED
+    path = hostile_zip(tmp_path, (member, bytes(200_000)))
+    # Uncompressed size: offset 22 in the local header, 24 in the central directory; CRC: 14 and 16.
+    _patch_member(path, name, "<I", 22, 24, 100)
+    _patch_member(path, name, "<I", 14, 16, zlib.crc32(bytes(100)))
+    info = zipfile.ZipFile(path).getinfo(name)
+    assert (info.file_size, info.CRC) == (100, zlib.crc32(bytes(100)))
+    assert_fails(path, good_raw, "damaged archive", "00005.png", "holds more than its declared 100 bytes")
 
 
 def test_tar_with_symlink_and_traversal(tmp_path: Path, good_raw) -> None:

@@ -1,4 +1,4 @@
-"""Near-duplicate grouping: all augmented copies of one photo share a group id.
+"""Near-duplicate grouping: copies of one photo, and shots of one scene, share a group id.
 
 The archive's pairs per species are copies of fewer photos: flipped, rotated by 90
 degrees and resized back to the frame (which stretches one axis and squeezes the other),
@@ -34,15 +34,41 @@ minimised over all rotations and both reflections with FFTs along the angle, and
 the three frames. A match in the fish's frame also needs the same area and compactness:
 that frame cannot tell a thin fish from a plump one. Copies score about an order of
 magnitude below distinct photos; the cut between the two modes is found in the scores
-(Otsu's method on their logs) and scaled by ``threshold``. Groups are the connected
-components of the pairs under the cut; a group that holds too much of its species is
-split at a tighter cut.
+(Otsu's method on their logs) and scaled by ``threshold``.
+
+Real photos have a second kind of near-duplicate that no transform explains: shots taken
+one after another of one specimen in one place, moved a little or turned over, with the
+camera moved a little too. What they share is the surface around the fish: the same wet
+patches, flakes and scratches, shifted. Each photo's background (the fish with a margin
+for its shadow, black corners and the date stamp left out) is reduced to two band-passed
+channels: log(blue/red), which exposure does not change, and log brightness; slow glare
+and shading, which move with the camera, are removed. Two backgrounds are compared by
+normalised cross-correlation over the part both show, at every shift up to a fifth of
+the frame (FFTs again); at each shift the smaller of the two channels' correlations
+counts, so colour and brightness must line up together, and the score is 1 minus the
+best. Candidates are each photo's nearest neighbours within its species by a blurred
+thumbnail of its colour detail, outside its own copies.
+
+One place sees many specimens, so the fish must agree too: compared inside the mask in
+the fish's own frame (up to rotation and reflection: turned over still counts), and of
+the same size and compactness within a quarter, as one specimen seen from one height is.
+The background cut is found in the data, among pairs known to be different specimens:
+each of a sample of photos is scored against its nearest photos of other species, picked
+as candidates are (some were shot in the same place), and the cut is the score one such
+pair in 500 reaches, capped at 0.2 (the cap alone with one species). The fish cut is the
+score a quarter of random pairs of one species reach; a background that matches twice
+as well as its cut allows fish twice as different. Both cuts scale with ``threshold``.
+
+Every candidate pair, of either kind, is put as its score over its cut; groups are the
+connected components of the pairs under ``threshold``, and a group that holds too much of
+its species is split at a tighter one.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -87,6 +113,36 @@ _FALLBACK_CUT = 3e-3
 _MIN_SEPARATION = 2.0
 _CUT_POSITION = 0.4  # where the cut sits from the copies' mean (0) to the others' (1)
 
+# Same scene. Backgrounds are compared at about 48x64, as fractions of the work width:
+_SCENE_PIXELS = 48 * 64
+_SCENE_DETAIL = 1 / 64  # Gaussian sigma of the detail kept
+_SCENE_SHADING = 4 / 64  # and of the shading removed
+_SCENE_FISH_MARGIN = 2 / 64  # the fish is left out with this margin (its shadow)
+_SCENE_CORNER_MARGIN = 2 / 64  # and black corners with this one (their blurred edge)
+# Date stamps (saturated yellow, OpenCV HSV) sit in the same corner of every photo: left out.
+_STAMP_HSV = ((20, 120, 150), (35, 255, 255))
+_STAMP_MARGIN = 1 / 64
+_SCENE_EPS = 0.05  # added to RGB in [0,1] before the log: dark pixels carry no ratio
+_SCENE_SHIFT = 0.2  # the largest shift tried, as a fraction of each side
+_SCENE_MIN_OVERLAP = 0.5  # of the smaller background, compared at that shift
+_SCENE_THUMB = (16, 12)  # thumbnail for the candidates, and its blur (of the work width)
+_SCENE_THUMB_BLUR = 3 / 64
+_SCENE_NEIGHBOURS = 10  # candidates per image, outside its own copies
+_SCENE_RANDOM = 2  # random partners per image, for the fish cut
+_SCENE_SPECTRA_AT_ONCE = 2000  # images whose spectra are kept at once (a species' candidates)
+# The background cut: a quantile of the scores between sampled photos and their nearest
+# photos of other species (found as candidates are), capped; the cap alone without them.
+_SCENE_NULL_PHOTOS = 500
+_SCENE_NULL_QUANTILE = 0.002
+_SCENE_MAX_CUT = 0.2
+_SCENE_MIN_CUT = 0.01  # even when unrelated photos match closely, near-copies still link
+# The fish: compared inside the mask (a filled ellipse reaches 2 whitened units); the cut
+# is this quantile of random same-species pairs' scores.
+_FISH_INSIDE_RADII = np.linspace(0.3, 2.2, 10)
+_FISH_CUT_QUANTILE = 0.25
+# One specimen shot from one height keeps its size: area and compactness within ~25%.
+_SCENE_GEOMETRY_TOLERANCE = 0.25
+
 
 def group_ids(
     images: np.ndarray,
@@ -96,7 +152,7 @@ def group_ids(
     threshold: float = DEFAULT_THRESHOLD,
     max_group_fraction: float = MAX_GROUP_FRACTION,
 ) -> np.ndarray:
-    """Group near-duplicate images (copies of one photo); never across species.
+    """Group near-duplicate images (copies of one photo, shots of one scene); never across species.
 
     ``images`` (N,H,W,3) uint8 RGB, ``masks`` (N,H,W) uint8 in {0,1}, all one size.
     Returns int64 group ids 0..G-1, numbered in order of first appearance.
@@ -115,15 +171,44 @@ def group_ids(
     if n == 0:
         return np.zeros(0, np.int64)
 
-    first, second, scores = candidate_scores(images, masks, species_arr)
-    cut = threshold * copy_cut(scores)
-    log.info("near-duplicate cut %.2e over %d candidate pairs", cut, len(scores))
-    labels = _components(n, first, second, scores < cut)
+    first, second, ratio, _ = candidate_links(images, masks, species_arr, threshold=threshold)
+    labels = _components(n, first, second, ratio < threshold)
     if max_group_fraction < 1:
-        labels = _break_giants(labels, species_arr, first, second, scores, cut, max_group_fraction)
+        labels = _break_giants(labels, species_arr, first, second, ratio, threshold, max_group_fraction)
     # Renumber by first appearance, so that ids follow the input order.
     _, first_at, inverse = np.unique(labels, return_index=True, return_inverse=True)
     return np.argsort(np.argsort(first_at))[inverse].astype(np.int64)
+
+
+class Links(NamedTuple):
+    """Candidate pairs (first < second) and each one's score over its cut."""
+
+    first: np.ndarray
+    second: np.ndarray
+    ratio: np.ndarray  # linked when below the threshold
+    scene: np.ndarray  # True: a same-scene candidate; False: a copy candidate
+
+
+def candidate_links(
+    images: np.ndarray, masks: np.ndarray, species: np.ndarray, *, threshold: float = DEFAULT_THRESHOLD
+) -> Links:
+    """Every candidate pair, copies and same scene, with its score over its cut.
+
+    Scene candidates are sought outside the copy groups at ``threshold``.
+    """
+    first, second, scores = candidate_scores(images, masks, species)
+    cut = copy_cut(scores)
+    copied = scores < threshold * cut
+    log.info("copies: cut %.2e, %d of %d candidate pairs", threshold * cut, copied.sum(), len(scores))
+    copies = _components(len(images), first, second, copied)
+    scene_first, scene_second, scene_ratio = _scene_ratios(images, masks, species, copies)
+    log.info("same scene: %d of %d candidate pairs", (scene_ratio < threshold).sum(), len(scene_ratio))
+    return Links(
+        np.concatenate([first, scene_first]),
+        np.concatenate([second, scene_second]),
+        np.concatenate([scores / cut, scene_ratio]).astype(np.float32),
+        np.repeat([False, True], [len(scores), len(scene_ratio)]),
+    )
 
 
 def candidate_scores(
@@ -225,6 +310,64 @@ def copy_cut(scores: np.ndarray) -> float:
     return float(np.clip(cut, *_CUT_RANGE))
 
 
+def _scene_ratios(
+    images: np.ndarray, masks: np.ndarray, species: np.ndarray, copies: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Candidate same-scene pairs within each species, as (first, second, ratio).
+
+    ``copies`` labels the copy groups already found: a photo's candidates are sought
+    outside its own. With b the background score over its cut and f the fish score over
+    its cut (infinite when the fish differ in size), the ratio is max(b, b * f): the pair
+    is a near-duplicate when it is under the threshold.
+    """
+    detail, valid = _scene_arrays(images, masks)
+    thumbs = _scene_thumbnails(detail, valid)
+    background_cut = _scene_cut(detail, valid, thumbs, species)
+    found = []
+    for name in np.unique(species):
+        idx = np.flatnonzero(species == name)
+        if len(idx) >= 2:
+            own = thumbs[idx]
+            near = _nearest_outside(own, own, copies[idx][:, None] == copies[idx][None, :])
+            i, j = _unique_pairs(*near, len(idx))
+            background = _scene_distances(detail[idx], valid[idx], i, j, all_at_once=True)
+            fish, random_fish = _fish_distances(images[idx], masks[idx], i, j)
+            found.append((idx[i], idx[j], background, fish, random_fish))
+    if not found:
+        empty = np.zeros(0, np.int64)
+        return empty, empty, np.zeros(0, np.float32)
+    first, second, background, fish, random_fish = (np.concatenate(x) for x in zip(*found, strict=True))
+    finite = random_fish[np.isfinite(random_fish)]
+    fish_cut = max(float(np.quantile(finite, _FISH_CUT_QUANTILE)), 1e-12) if len(finite) else 1e-12
+    log.info("same scene: background cut %.3f, fish cut %.2e", background_cut, fish_cut)
+    # The background must be under its cut, and the fish under theirs divided by how far
+    # the background is under its own: a background that matches twice as well allows
+    # fish twice as different (exposure and turning over change a fish's look).
+    ratio = background / background_cut
+    ratio = np.where(np.isfinite(fish), np.maximum(ratio, ratio * fish / fish_cut), np.inf)
+    return first, second, ratio.astype(np.float32)
+
+
+def _scene_cut(detail: np.ndarray, valid: np.ndarray, thumbs: np.ndarray, species: np.ndarray) -> float:
+    """The background score below which two photos count as one scene, from the data.
+
+    Photos of different species show different specimens, some of them shot in the same
+    place: each of a seeded sample of photos is scored against its nearest photos of other
+    species, picked as candidates are, and the cut is the score that one such pair in 500
+    reaches, within [_SCENE_MIN_CUT, _SCENE_MAX_CUT] (the upper bound alone with one species).
+    """
+    n = len(species)
+    if len(np.unique(species)) < 2:
+        return _SCENE_MAX_CUT
+    rng = np.random.default_rng(n)
+    sample = np.sort(rng.choice(n, min(n, _SCENE_NULL_PHOTOS), replace=False))
+    i, j = _nearest_outside(thumbs[sample], thumbs, species[sample][:, None] == species[None, :])
+    scores = _scene_distances(detail, valid, sample[i], j)
+    if len(scores) == 0:
+        return _SCENE_MAX_CUT
+    return min(max(float(np.quantile(scores, _SCENE_NULL_QUANTILE)), _SCENE_MIN_CUT), _SCENE_MAX_CUT)
+
+
 def pair_quality(pred: Sequence[int], true: Sequence[int]) -> tuple[float, float]:
     """Pairwise precision and recall of a grouping against the truth.
 
@@ -308,6 +451,174 @@ def _prepare(images: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndar
     kernel = np.ones((reach, reach), np.uint8)
     valid = np.stack([cv2.erode(x, kernel, borderType=cv2.BORDER_REPLICATE) for x in clear]) == 255
     return channels, valid.astype(np.float32), weights
+
+
+def _scene_arrays(images: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Background detail (N,2,h,w) and where it is valid (N,h,w uint8, 0 or 1), at scene work size.
+
+    Two channels: log(blue/red), which exposure does not change, and log brightness,
+    each band-passed and zero-mean over the valid part: what the fish (with a margin for
+    its shadow), black corners and the date stamp leave. The band-pass averages only over
+    valid pixels, so the bright fish does not bleed into its surroundings.
+    """
+    n, h, w = masks.shape
+    scale = min(1.0, np.sqrt(_SCENE_PIXELS / (h * w)))
+    size = (max(8, round(w * scale)), max(8, round(h * scale)))
+
+    def margin(fraction: float) -> np.ndarray:
+        reach = 2 * round(fraction * size[0]) + 1
+        return np.ones((reach, reach), np.uint8)
+
+    detail = np.empty((n, 2, size[1], size[0]), np.float32)
+    valid = np.empty((n, size[1], size[0]), np.uint8)
+    black_top = (_BLACK_LEVEL - 1,) * 3
+    for k in range(n):
+        image = np.ascontiguousarray(images[k], dtype=np.uint8)
+        fish = cv2.compare(np.ascontiguousarray(masks[k]), 0, cv2.CMP_GT)
+        black = cv2.inRange(image, (0, 0, 0), black_top)
+        stamp = cv2.inRange(cv2.cvtColor(image, cv2.COLOR_RGB2HSV), *_STAMP_HSV)
+        left_out = (
+            cv2.dilate(cv2.resize(fish, size, interpolation=cv2.INTER_AREA), margin(_SCENE_FISH_MARGIN))
+            | cv2.dilate(cv2.resize(black, size, interpolation=cv2.INTER_AREA), margin(_SCENE_CORNER_MARGIN))
+            | cv2.dilate(cv2.resize(stamp, size, interpolation=cv2.INTER_AREA), margin(_STAMP_MARGIN))
+        )
+        v = (left_out == 0).astype(np.float32)
+        small = np.log(
+            cv2.resize(image, size, interpolation=cv2.INTER_AREA).astype(np.float32) / 255 + _SCENE_EPS
+        )
+        for c, values in enumerate((small[..., 2] - small[..., 0], small.mean(-1))):
+            band = _masked_blur(values, v, _SCENE_DETAIL * size[0])
+            band -= _masked_blur(values, v, _SCENE_SHADING * size[0])
+            band *= v
+            band -= v * (band.sum() / max(v.sum(), 1.0))
+            detail[k, c] = band
+        valid[k] = v
+    return detail, valid
+
+
+def _scene_thumbnails(detail: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """A blurred thumbnail of each background's colour detail, unit length (N, 16*12)."""
+    n, _, h, w = detail.shape
+    size = (min(_SCENE_THUMB[0], w), min(_SCENE_THUMB[1], h))
+    sigma = _SCENE_THUMB_BLUR * w
+    thumbs = np.stack(
+        [
+            cv2.resize(
+                _masked_blur(d[0], v.astype(np.float32), sigma), size, interpolation=cv2.INTER_AREA
+            ).ravel()
+            for d, v in zip(detail, valid, strict=True)
+        ]
+    )
+    thumbs -= thumbs.mean(1, keepdims=True)
+    thumbs /= np.linalg.norm(thumbs, axis=1, keepdims=True) + 1e-9
+    return thumbs
+
+
+def _masked_blur(values: np.ndarray, weights: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur of ``values`` averaging only where ``weights`` is 1 (normalised convolution)."""
+    num = cv2.GaussianBlur(values * weights, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE)
+    den = cv2.GaussianBlur(weights, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE)
+    return num / np.maximum(den, 1e-3)
+
+
+def _scene_distances(
+    detail: np.ndarray, valid: np.ndarray, i: np.ndarray, j: np.ndarray, *, all_at_once: bool = False
+) -> np.ndarray:
+    """1 minus the best correlation of the backgrounds of pairs (i, j) at one shift.
+
+    At each shift up to _SCENE_SHIFT of each side whose overlap holds at least
+    _SCENE_MIN_OVERLAP of the smaller background, both channels' normalised
+    cross-correlations over the overlap are taken and the smaller one counts: colour and
+    brightness must line up together. The overlap and the sums of a*a, b*b and a*b over it
+    are cross-correlations, one FFT product each. Spectra are computed once for all
+    images (``all_at_once``: one species' candidates, where each image is in many pairs)
+    or for the images of each chunk of pairs (a sample of pairs: memory stays bounded).
+    """
+    h, w = detail.shape[-2:]
+    dy, dx = int(_SCENE_SHIFT * h), int(_SCENE_SHIFT * w)
+    # Padding by the largest shift keeps the circular correlation from wrapping.
+    shape = (scipy.fft.next_fast_len(h + dy), scipy.fft.next_fast_len(w + dx))
+    rows = np.r_[0 : dy + 1, shape[0] - dy : shape[0]]
+    cols = np.r_[0 : dx + 1, shape[1] - dx : shape[1]]
+    counts = valid.sum((1, 2))
+
+    def spectra(images: np.ndarray) -> np.ndarray:
+        # valid, the detail of both channels and its square: 5 spectra per image.
+        parts = np.concatenate(
+            [valid[images][:, None].astype(np.float32), detail[images], np.square(detail[images])], 1
+        )
+        return scipy.fft.rfft2(parts, s=shape, axes=(-2, -1))
+
+    # Up to _SCENE_SPECTRA_AT_ONCE images (about 100 KB of spectra each) at once.
+    every = spectra(np.arange(len(detail))) if all_at_once and len(detail) <= _SCENE_SPECTRA_AT_ONCE else None
+    # Overlap; then per channel the sums of a^2 and b^2 over it, and of ab.
+    pick = np.array([[0, 0], [3, 0], [0, 3], [1, 1], [4, 0], [0, 4], [2, 2]])
+    out = np.empty(len(i), np.float32)
+    chunk = 128
+    for start in range(0, len(i), chunk):
+        a, b = i[start : start + chunk], j[start : start + chunk]
+        if every is None:
+            used, where = np.unique(np.concatenate([a, b]), return_inverse=True)
+            spec = spectra(used)
+            left, right = spec[where[: len(a)]], spec[where[len(a) :]]
+        else:
+            left, right = every[a], every[b]
+        np.conjugate(left, out=left)
+        products = left[:, pick[:, 0]] * right[:, pick[:, 1]]
+        # Inverse FFT along the rows first, keeping only the shifts wanted.
+        sums = scipy.fft.irfft(scipy.fft.ifft(products, axis=-2)[..., rows, :], n=shape[1], axis=-1)[
+            ..., cols
+        ]
+        corr = np.minimum(
+            sums[:, 3] / np.sqrt(np.maximum(sums[:, 1] * sums[:, 2], 1e-12)),
+            sums[:, 6] / np.sqrt(np.maximum(sums[:, 4] * sums[:, 5], 1e-12)),
+        )
+        corr[sums[:, 0] < _SCENE_MIN_OVERLAP * np.minimum(counts[a], counts[b])[:, None, None] - 0.5] = -1.0
+        out[start : start + chunk] = 1 - corr.reshape(len(a), -1).max(1)
+    return out
+
+
+def _fish_distances(
+    images: np.ndarray, masks: np.ndarray, i: np.ndarray, j: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """How alike the fish of pairs (i, j) of one species are, and of random pairs of it.
+
+    The fish are compared inside the mask in their own frame, over rotations and
+    reflections (turned over counts), by mean squared difference; pairs whose fish differ
+    in size or compactness score infinite. The random pairs' scores give the fish cut.
+    """
+    n = len(images)
+    rng = np.random.default_rng(n)
+    ri, rj = _unique_pairs(np.repeat(np.arange(n), _SCENE_RANDOM), rng.integers(0, n, n * _SCENE_RANDOM), n)
+    channels, ok, weights = _prepare(images, masks)
+    centres, frames, has_fish, geometry = _fish_frames(weights)
+    fish = _Spectra(*_polar(channels, ok, centres, frames, _FISH_INSIDE_RADII, _FISH_ANGLES))
+    fi, fj = np.concatenate([i, ri]), np.concatenate([j, rj])
+    scores = np.full(len(fi), np.inf, np.float32)
+    both = has_fish[fi] & has_fish[fj]
+    scores[both] = fish.best_msd(fi[both], fj[both])
+    # The whitened frame forgets size; one specimen seen from one height keeps it.
+    resized = (np.abs(geometry[i] - geometry[j]) >= _SCENE_GEOMETRY_TOLERANCE).any(1)
+    scores[: len(i)][resized] = np.inf
+    return scores[: len(i)], scores[len(i) :]
+
+
+def _nearest_outside(
+    query: np.ndarray, pool: np.ndarray, excluded: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each query row's _SCENE_NEIGHBOURS nearest pool rows (unit vectors), skipping ``excluded``.
+
+    Returns (query index, pool index) pairs. ``excluded`` (queries x pool) marks pairs
+    not to make: a photo's own copies, which are joined already and would take every
+    place, or photos of its own species.
+    """
+    dist = 1 - query @ pool.T
+    dist[excluded] = np.inf
+    k = min(_SCENE_NEIGHBOURS, pool.shape[0] - 1)
+    nearest = np.argpartition(dist, k - 1, axis=1)[:, :k].ravel()
+    rows = np.repeat(np.arange(len(query)), k)
+    keep = np.isfinite(dist[rows, nearest])
+    return rows[keep], nearest[keep]
 
 
 def _fish_frames(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -499,7 +810,7 @@ def _break_giants(
                     break
             log.warning(
                 "species %r: one near-duplicate group held %d of %d images; split at cut %.1e "
-                "(largest part now %d): copies may be hard to tell apart here",
+                "(largest part now %d): near-duplicates may be hard to tell apart here",
                 name,
                 int(members.sum()),
                 size,

@@ -5,7 +5,6 @@ Only train pixels feed the mean/std, so no val/test information reaches training
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
@@ -55,8 +54,3 @@ def data_metrics(index: pd.DataFrame, validation: dict[str, Any]) -> dict[str, A
         "straddling_pairs": int(straddling_pairs(index["group"].tolist(), index["split"].tolist())),
         "skipped_files": len(validation.get("problems", [])) if validation.get("on_invalid") == "skip" else 0,
     }
-
-
-def load_stats(path) -> dict[str, Any]:
-    """Read ``data/stats.json``."""
-    return json.loads(open(path).read())

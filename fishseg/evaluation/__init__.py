@@ -1,1 +1,1 @@
-"""The evaluate stage: segmentation metrics and full-resolution scoring of the test split."""
+"""The evaluate stage: segmentation metrics, full-resolution scoring of the test split, and of any labelled folder (evaluate_folder)."""

@@ -11,7 +11,6 @@ the plot stage draws from.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -27,11 +26,12 @@ from fishseg.device import pin_cpu_runtime, resolve_precision, select_device
 from fishseg.errors import FishsegError
 from fishseg.evaluation.metrics import scores, summarize
 from fishseg.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text
-from fishseg.model.inference import read_preprocessing
-from fishseg.model.io import load_model
-from fishseg.model.normalize import Normalizer
+from fishseg.model.forward import Forward
+from fishseg.model.inference import load_inference_model
+from fishseg.model.resize import to_original_size
 from fishseg.params import Params
 from fishseg.paths import Paths
+from fishseg.tracking.runs import read_run_id
 
 log = logging.getLogger(__name__)
 
@@ -71,30 +71,27 @@ def per_species_table(species: list[str], counts: np.ndarray) -> pd.DataFrame:
 
 @torch.no_grad()
 def predict_probs(
-    model: torch.nn.Module,
+    net: torch.nn.Module,
+    forward: Forward,
     split: PreparedSplit,
-    normalizer: Normalizer,
     *,
-    device: torch.device,
-    amp_dtype: torch.dtype | None,
     batch_size: int,
     tta: bool,
     progress: bool,
 ) -> np.ndarray:
     """Fish probabilities (N,H,W) at the training size; with ``tta``, averaged over flips."""
-    model.eval()
+    net.eval()
     out = np.empty(split.masks.shape, dtype=np.float32)
+    views = [(), (3,), (2,)] if tta else [()]
     for start in tqdm(range(0, len(split), batch_size), desc="predict", unit="batch", disable=not progress):
         images = torch.from_numpy(
             np.asarray(split.images[start : start + batch_size]).transpose(0, 3, 1, 2).copy()
         )
-        x = normalizer(images.to(device))
-        views = [(), (3,), (2,)] if tta else [()]
-        total = torch.zeros((x.shape[0], 1, *x.shape[2:]), device=device)
+        total = torch.zeros((images.shape[0], 1, *images.shape[2:]), device=forward.device)
         for dims in views:
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                logits = model(torch.flip(x, dims) if dims else x).float()
-            total += torch.flip(torch.sigmoid(logits), dims) if dims else torch.sigmoid(logits)
+            # Normalisation is per pixel, so flipping before it equals flipping after.
+            probs = torch.sigmoid(forward(net, torch.flip(images, dims) if dims else images))
+            total += torch.flip(probs, dims) if dims else probs
         out[start : start + batch_size] = (total / len(views))[:, 0].cpu().numpy()
     return out
 
@@ -133,22 +130,42 @@ def boundary_f1(pred: np.ndarray, truth: np.ndarray, tolerance: int) -> float:
     return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
 
 
+def score_image(
+    prob: np.ndarray, truth: np.ndarray, threshold: float, tolerance: int
+) -> tuple[np.ndarray, float]:
+    """``[tp, fp, fn, tn]`` and boundary F1 of one probability map against its {0,1} mask, same size."""
+    counts = counts_from_probs(prob[None], truth[None], threshold)[0]
+    return counts, boundary_f1(prob >= threshold, truth, tolerance)
+
+
 def full_resolution_scores(
-    paths: Paths, mask_files: list[str], probs: np.ndarray, threshold: float, tolerance: int, progress: bool
+    paths: Paths,
+    mask_files: list[str],
+    probs: np.ndarray,
+    threshold: float,
+    tolerance: int,
+    progress: bool,
+    max_pixels: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Counts and boundary F1 per image, with predictions resized back to each original mask."""
     counts = np.zeros((len(mask_files), 4), dtype=np.int64)
     bf1 = np.zeros(len(mask_files))
     for i, rel in enumerate(tqdm(mask_files, desc="full-res", unit="img", disable=not progress)):
         try:
-            truth, _ = read_mask(paths.root / rel)
+            truth, _ = read_mask(paths.root / rel, max_pixels)
         except (OSError, ValueError) as exc:
             raise FishsegError(f"{rel}: cannot read the test mask ({exc}); rerun dvc repro split") from None
-        h, w = truth.shape
-        prob = cv2.resize(probs[i], (w, h), interpolation=cv2.INTER_LINEAR)
-        counts[i] = counts_from_probs(prob[None], truth[None], threshold)[0]
-        bf1[i] = boundary_f1(prob >= threshold, truth, tolerance)
+        counts[i], bf1[i] = score_image(to_original_size(probs[i], truth.shape), truth, threshold, tolerance)
     return counts, bf1
+
+
+def headline_metrics(counts: np.ndarray, bf1: np.ndarray) -> dict[str, Any]:
+    """The headline numbers of per-image full-resolution counts and boundary F1s, rounded."""
+    summary = summarize(counts)
+    metrics: dict[str, Any] = {k: round(summary[k], 6) for k in HEADLINE}
+    metrics["boundary_f1"] = round(float(np.mean(bf1)), 6) if len(bf1) else 0.0
+    metrics["n_images"] = len(counts)
+    return metrics
 
 
 def confusion_rows(counts: np.ndarray, resolution: int = 1000) -> pd.DataFrame:
@@ -179,32 +196,28 @@ def evaluate(params: Params, paths: Paths, *, progress: bool = True) -> dict[str
         raise FishsegError("the test split is empty; raise split.test or add data")
     pin_cpu_runtime(params.train.reproducible)
     device = select_device(params.train.device)
-    pre = read_preprocessing(paths.model_dir)
-    model = load_model(paths.model_dir, device)
+    model, _ = load_inference_model(paths.model_dir, device)
+    forward = Forward(model.normalize, device, resolve_precision(params.train.precision, device))
     probs = predict_probs(
-        model,
-        test,
-        Normalizer(pre["mean"], pre["std"]).to(device),
-        device=device,
-        amp_dtype=resolve_precision(params.train.precision, device),
-        batch_size=params.train.batch_size,
-        tta=ep.tta,
-        progress=progress,
+        model.net, forward, test, batch_size=params.train.batch_size, tta=ep.tta, progress=progress
     )
     index = read_index(paths).set_index("id").loc[test.ids]
     species = index["species"].tolist()
 
     small = counts_from_probs(probs, np.asarray(test.masks), ep.threshold)
     full, bf1 = full_resolution_scores(
-        paths, index["mask"].tolist(), probs, ep.threshold, ep.boundary_tolerance, progress
+        paths,
+        index["mask"].tolist(),
+        probs,
+        ep.threshold,
+        ep.boundary_tolerance,
+        progress,
+        params.data.max_image_pixels,
     )
-    summary = summarize(full)
-    metrics = {k: round(summary[k], 6) for k in HEADLINE}
-    metrics["boundary_f1"] = round(float(bf1.mean()), 6)
+    metrics = headline_metrics(full, bf1)
     small_summary = summarize(small)
     metrics["iou_train_size"] = round(small_summary["iou"], 6)
     metrics["dice_train_size"] = round(small_summary["dice"], 6)
-    metrics["n_images"] = len(test)
 
     per_image = per_image_table(test.ids, species, full)
     per_image["boundary_f1"] = bf1.round(6)
@@ -216,14 +229,20 @@ def evaluate(params: Params, paths: Paths, *, progress: bool = True) -> dict[str
     atomic_write_text(eval_dir / "confusion.csv", confusion_rows(full).to_csv(index=False))
     worst = per_image.sort_values(["iou", "id"]).head(ep.worst_k)
     atomic_write_text(eval_dir / "worst_images.csv", worst.to_csv(index=False))
-    _save_predictions(paths, test.ids, probs.astype(np.float16), full)
+    # float32 as scored: the plot stage resizes these to draw exactly the pixels counted here.
+    _save_predictions(paths, test.ids, probs, full)
 
     _log_to_mlflow(params, paths, metrics, per_species)
-    if params.mlflow.register_model:
+    if params.mlflow.register_model and not full[:, [0, 2]].any():
+        # No fish in the test masks: an empty prediction scores IoU 1.0 there and would be
+        # crowned for good. The split stage refuses such a split; this holds for older data too.
+        log.warning(
+            "the test masks hold no fish pixels: the model is not registered (test IoU means nothing)"
+        )
+    elif params.mlflow.register_model:
         from fishseg.tracking.registry import maybe_register
 
-        run_id = json.loads(paths.run_json.read_text())["run_id"] if paths.run_json.is_file() else None
-        maybe_register(params, run_id, metrics["iou"], root=paths.root)
+        maybe_register(params, read_run_id(paths.run_json), metrics["iou"], root=paths.root)
     return metrics
 
 
@@ -240,9 +259,8 @@ def _log_to_mlflow(params: Params, paths: Paths, metrics: dict[str, Any], per_sp
 
     from fishseg.tracking import store as tracking
 
-    run_id = json.loads(paths.run_json.read_text())["run_id"] if paths.run_json.is_file() else None
     experiment_id = tracking.setup(params.mlflow, paths.root)
-    with tracking.reopen_run(run_id, experiment_id, paths.root):
+    with tracking.reopen_run(read_run_id(paths.run_json), experiment_id, paths.root):
         mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items() if k != "n_images"})
         mlflow.log_metrics(
             {f"test_iou.{r.species.replace(' ', '_')}": r.iou for r in per_species.itertuples()}

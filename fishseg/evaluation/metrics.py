@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 
 def confusion_counts(logits: torch.Tensor, masks: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
@@ -63,7 +64,7 @@ def image_scores(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class EpochMeter:
-    """Sums over an epoch that reduce across ranks by addition.
+    """Sums over an epoch that reduce across processes by addition.
 
     ``[loss_sum, items, tp, fp, fn, tn, iou_image_sum, dice_image_sum]``
     """
@@ -85,6 +86,11 @@ class EpochMeter:
                 torch.stack([iou.sum(), dice.sum()]),
             ]
         )
+
+    def reduce_from_all_processes(self) -> None:
+        """Sum the meter over every process of the run, in place (nothing to do in one process)."""
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(self.sums, op=dist.ReduceOp.SUM)
 
     def result(self) -> dict[str, float]:
         s = self.sums.cpu().numpy()

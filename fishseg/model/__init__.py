@@ -1,1 +1,1 @@
-"""Segmentation models: the factory, encoder weights, saving and loading, the packaged inference model."""
+"""Segmentation models: the factory, encoder weights, saving and loading, the forward pass, the packaged inference model, probabilities back at the photo's size."""

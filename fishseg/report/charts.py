@@ -19,10 +19,12 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.patches import Patch
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import MaxNLocator
 
 from fishseg.fsutil import atomic_write_bytes
+from fishseg.training.history import HISTORY_COLUMNS
 
 # One palette for every figure, so train/val and the splits read the same everywhere.
 TRAIN_COLOR = "#1f77b4"
@@ -39,13 +41,16 @@ GT_RGB = (255, 0, 200)
 TP_RGB = (0, 200, 0)
 FP_RGB = (230, 0, 0)
 FN_RGB = (255, 215, 0)
+PRED_EDGE_RGB = (0, 255, 60)
 OVERLAY_ALPHA = 0.55
+# The zoom of a prediction grid row shows this fraction of the photo's width and height.
+ZOOM_FRACTION = 0.25
 
-HISTORY_COLUMNS = ("epoch", "lr", "train_loss", "train_iou", "train_dice", "val_loss", "val_iou", "val_dice")
 PER_SPECIES_COLUMNS = ("species", "n_images", "iou", "dice")
 INDEX_COLUMNS = ("species", "fg_frac", "split")
 
 __all__ = [
+    "edge_window",
     "plot_confusion",
     "plot_curves",
     "plot_dataset_overview",
@@ -125,14 +130,16 @@ def _tint(image: np.ndarray, where: np.ndarray, rgb: tuple[int, int, int], alpha
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-def _outline(ax: Axes, mask: np.ndarray, rgb: tuple[int, int, int]) -> None:
+def _outline(ax: Axes, mask: np.ndarray, rgb: tuple[int, int, int], width: float = 1.5) -> None:
     # contour() needs both levels present; an all-fish or empty mask has no boundary.
     if mask.any() and not mask.all():
-        ax.contour(mask.astype(np.float32), levels=[0.5], colors=[np.asarray(rgb) / 255.0], linewidths=1.5)
+        ax.contour(mask.astype(np.float32), levels=[0.5], colors=[np.asarray(rgb) / 255.0], linewidths=width)
 
 
-def _image_axes(ax: Axes, image: np.ndarray, title: str | None = None) -> None:
-    ax.imshow(image, interpolation="nearest")
+def _image_axes(
+    ax: Axes, image: np.ndarray, title: str | None = None, interpolation: str = "nearest"
+) -> None:
+    ax.imshow(image, interpolation=interpolation)
     ax.set_xticks([])
     ax.set_yticks([])
     if title:
@@ -160,11 +167,22 @@ def plot_curves(history: pd.DataFrame, out_png: Path, dpi: int) -> None:
     epochs = hist["epoch"].to_numpy()
     # Markers help when there are only a few epochs; on long runs they clutter.
     marker = "o" if len(hist) <= 30 else None
-    best_val = hist["val_iou"].to_numpy(dtype=float)
-    best_epoch = int(epochs[int(np.nanargmax(best_val))]) if np.isfinite(best_val).any() else None
-
     fig = _new_figure(11, 7.5)
     axes = fig.subplots(2, 2, sharex=True)
+    _score_panels(axes, hist, epochs, marker)
+    _lr_panel(axes[1, 1], epochs, hist["lr"].to_numpy(dtype=float), marker)
+    for ax in axes[1]:
+        ax.set_xlabel("epoch")
+    # Integer epoch ticks: fractional epochs mean nothing.
+    axes[1, 0].xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.suptitle(f"Training curves ({len(hist)} epochs)", fontsize=13)
+    _save(fig, out_png, dpi)
+
+
+def _score_panels(axes: Any, hist: pd.DataFrame, epochs: np.ndarray, marker: str | None) -> None:
+    """Loss, IoU and Dice (train solid, val) with the best val IoU epoch marked."""
+    best_val = hist["val_iou"].to_numpy(dtype=float)
+    best_epoch = int(epochs[int(np.nanargmax(best_val))]) if np.isfinite(best_val).any() else None
     panels = (
         (axes[0, 0], "loss", "Loss"),
         (axes[0, 1], "iou", "IoU"),
@@ -193,22 +211,16 @@ def plot_curves(history: pd.DataFrame, out_png: Path, dpi: int) -> None:
             arrowprops={"arrowstyle": "->", "color": "k", "lw": 0.8},
         )
 
-    ax_lr = axes[1, 1]
-    lr = hist["lr"].to_numpy(dtype=float)
-    ax_lr.plot(epochs, lr, color=LR_COLOR, marker=marker, ms=3)
-    ax_lr.set_title("Learning rate")
-    ax_lr.set_ylabel("lr")
+
+def _lr_panel(ax: Axes, epochs: np.ndarray, lr: np.ndarray, marker: str | None) -> None:
+    ax.plot(epochs, lr, color=LR_COLOR, marker=marker, ms=3)
+    ax.set_title("Learning rate")
+    ax.set_ylabel("lr")
     # A log scale only pays off when the schedule spans more than a decade.
     positive = lr[np.isfinite(lr) & (lr > 0)]
     if positive.size == lr.size and positive.size and positive.max() / positive.min() > 10:
-        ax_lr.set_yscale("log")
-    ax_lr.grid(True, alpha=0.3)
-    for ax in axes[1]:
-        ax.set_xlabel("epoch")
-    # Integer epoch ticks: fractional epochs mean nothing.
-    axes[1, 0].xaxis.set_major_locator(MaxNLocator(integer=True))
-    fig.suptitle(f"Training curves ({len(hist)} epochs)", fontsize=13)
-    _save(fig, out_png, dpi)
+        ax.set_yscale("log")
+    ax.grid(True, alpha=0.3)
 
 
 # --------------------------------------------------------------------------- predictions
@@ -244,20 +256,96 @@ def _error_overlay(image: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> np
     return _tint(out, truth & ~pred, FN_RGB, OVERLAY_ALPHA)
 
 
+def edge_window(truth: np.ndarray, pred: np.ndarray, fraction: float = ZOOM_FRACTION) -> tuple[slice, slice]:
+    """Rows and columns of the window (``fraction`` of each side) worth zooming into.
+
+    The window holding the most wrong pixels (false positives and negatives); with none,
+    the most of the true fish's edge; with no fish either, the middle. The window is then
+    centred on what it holds. Ties take the top-left-most window: the choice is deterministic.
+    """
+    h, w = truth.shape
+    wh, ww = max(1, min(h, round(h * fraction))), max(1, min(w, round(w * fraction)))
+    weight = truth != pred
+    if not weight.any():
+        weight = _edge(truth)
+    if not weight.any():
+        top, left = (h - wh) // 2, (w - ww) // 2
+        return slice(top, top + wh), slice(left, left + ww)
+    # Sum of the weight in the window whose top-left corner is at each pixel.
+    integral = np.pad(weight.astype(np.int64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    sums = integral[wh:, ww:] - integral[:-wh, ww:] - integral[wh:, :-ww] + integral[:-wh, :-ww]
+    top, left = (int(v) for v in np.unravel_index(int(np.argmax(sums)), sums.shape))
+    # Centre the window on what it holds, so the edge is not on the window's own border.
+    ys, xs = np.nonzero(weight[top : top + wh, left : left + ww])
+    top = int(np.clip(round(top + ys.mean() - (wh - 1) / 2), 0, h - wh))
+    left = int(np.clip(round(left + xs.mean() - (ww - 1) / 2), 0, w - ww))
+    return slice(top, top + wh), slice(left, left + ww)
+
+
+def _edge(mask: np.ndarray) -> np.ndarray:
+    """Pixels of ``mask`` with a 4-neighbour outside it."""
+    inner = np.zeros_like(mask)
+    inner[1:-1, 1:-1] = mask[1:-1, 1:-1] & mask[:-2, 1:-1] & mask[2:, 1:-1] & mask[1:-1, :-2] & mask[1:-1, 2:]
+    return mask & ~inner
+
+
+def _zoom_axes(ax: Axes, image: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> tuple[slice, slice]:
+    """The photo, untinted, magnified around :func:`edge_window`, with both edges drawn on it."""
+    rows, cols = edge_window(truth, pred)
+    ax.imshow(image[rows, cols], interpolation="nearest")
+    _outline(ax, truth[rows, cols], GT_RGB, width=1.2)
+    _outline(ax, pred[rows, cols], PRED_EDGE_RGB, width=1.2)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(f"zoom: x {cols.start}-{cols.stop}, y {rows.start}-{rows.stop}", fontsize=9)
+    return rows, cols
+
+
+def _mark_window(ax: Axes, rows: slice, cols: slice) -> None:
+    box = Rectangle(
+        (cols.start - 0.5, rows.start - 0.5),
+        cols.stop - cols.start,
+        rows.stop - rows.start,
+        fill=False,
+        edgecolor="white",
+        linewidth=1.2,
+        linestyle="--",
+    )
+    ax.add_patch(box)
+
+
+def _checked_rows(
+    images: Sequence[np.ndarray], masks: Sequence[np.ndarray], probs: Sequence[np.ndarray], threshold: float
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(image, truth, prediction) per row, each row's three at one size (a ValueError says which is not)."""
+    rows = []
+    for i, (image, mask, prob) in enumerate(zip(images, masks, probs, strict=True)):
+        rgb = _as_rgb(image)
+        truth = _as_mask(mask, rgb.shape[:2])
+        prob = np.asarray(prob, dtype=np.float32)
+        if prob.shape != truth.shape:
+            raise ValueError(f"probs[{i}] shape {prob.shape} does not match image shape {truth.shape}")
+        rows.append((rgb, truth, prob >= threshold))
+    return rows
+
+
 def plot_prediction_grid(
-    images: np.ndarray,
-    masks: np.ndarray,
-    probs: np.ndarray,
+    images: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray],
+    probs: Sequence[np.ndarray],
     titles: Sequence[str],
     out_png: Path,
     dpi: int,
     threshold: float = 0.5,
 ) -> None:
-    """One row per sample: image | ground truth | prediction coloured TP/FP/FN.
+    """One row per sample: image | ground truth | prediction coloured TP/FP/FN | zoom on an edge.
 
-    ``images`` (N, H, W, 3) uint8, ``masks`` (N, H, W) {0, 1}, ``probs`` (N, H, W) in
-    [0, 1]; a pixel is predicted fish when ``prob >= threshold``. ``titles`` label the
-    rows (e.g. id, species and IoU).
+    Each row is an (H, W, 3) uint8 image with its (H, W) {0, 1} mask and (H, W) fish
+    probabilities, all at one size (rows may differ): the original photos and the
+    full-resolution predictions make the edges worth looking at. A pixel is predicted fish
+    when ``prob >= threshold``. The zoom (its window dashed on the prediction) shows the
+    photo untinted where the prediction is most wrong, with the true edge (magenta) and
+    the predicted edge (green) drawn on it. ``titles`` label the rows (id, IoU).
     """
     n = len(images)
     if not (len(masks) == len(probs) == len(titles) == n):
@@ -267,31 +355,29 @@ def plot_prediction_grid(
     if n == 0:
         _placeholder(out_png, dpi, "Predictions", "no samples")
         return
-    first = _as_rgb(images[0])
-    h, w = first.shape[:2]
+    rows = _checked_rows(images, masks, probs, threshold)
+    aspect = float(np.median([image.shape[0] / image.shape[1] for image, _, _ in rows]))
     col_w = 3.2
-    # Leave room per row for the title and for the legend at the bottom.
-    fig = _new_figure(3 * col_w, n * (col_w * h / w + 0.45) + 0.6)
-    axes = fig.subplots(n, 3, squeeze=False)
-    for i in range(n):
-        image = _as_rgb(images[i])
-        truth = _as_mask(masks[i], image.shape[:2])
-        prob = np.asarray(probs[i], dtype=np.float32)
-        if prob.shape != truth.shape:
-            raise ValueError(f"probs[{i}] shape {prob.shape} does not match image shape {truth.shape}")
-        pred = prob >= threshold
-        _image_axes(axes[i, 0], image, str(titles[i]))
-        gt_ax = axes[i, 1]
-        _image_axes(gt_ax, _tint(image, truth, GT_RGB, OVERLAY_ALPHA), "ground truth")
-        _outline(gt_ax, truth, GT_RGB)
-        _image_axes(axes[i, 2], _error_overlay(image, truth, pred), f"prediction (p >= {threshold:g})")
+    # Leave room per row for the titles and for the legend at the bottom.
+    fig = _new_figure(4 * col_w, n * (col_w * aspect + 0.45) + 0.6)
+    axes = fig.subplots(n, 4, squeeze=False)
+    for i, (image, truth, pred) in enumerate(rows):
+        # Photos are shrunk to fit their panel: smooth them rather than drop pixels.
+        _image_axes(axes[i, 0], image, str(titles[i]), interpolation="antialiased")
+        _image_axes(axes[i, 1], _tint(image, truth, GT_RGB, OVERLAY_ALPHA), "ground truth", "antialiased")
+        _outline(axes[i, 1], truth, GT_RGB)
+        overlay = _error_overlay(image, truth, pred)
+        _image_axes(axes[i, 2], overlay, f"prediction (p >= {threshold:g})", interpolation="antialiased")
+        _mark_window(axes[i, 2], *_zoom_axes(axes[i, 3], image, truth, pred))
     legend = [
         Patch(color=np.asarray(GT_RGB) / 255, label="ground truth"),
         Patch(color=np.asarray(TP_RGB) / 255, label="true positive"),
         Patch(color=np.asarray(FP_RGB) / 255, label="false positive"),
         Patch(color=np.asarray(FN_RGB) / 255, label="false negative"),
+        Line2D([], [], color=np.asarray(GT_RGB) / 255, label="true edge (zoom)"),
+        Line2D([], [], color=np.asarray(PRED_EDGE_RGB) / 255, label="predicted edge (zoom)"),
     ]
-    fig.legend(handles=legend, loc="outside lower center", ncols=4, fontsize=9, frameon=False)
+    fig.legend(handles=legend, loc="outside lower center", ncols=6, fontsize=9, frameon=False)
     _save(fig, out_png, dpi)
 
 
@@ -410,21 +496,39 @@ def plot_dataset_overview(
 
     fig = _new_figure(13, max(4.5, 1.5 + 0.4 * len(counts)))
     ax_bar, ax_hist = fig.subplots(1, 2, width_ratios=[1.2, 1])
+    _species_bars(ax_bar, counts, splits, len(index))
+    _foreground_histogram(ax_hist, index, splits, stats)
+    title = "Dataset overview"
+    if stats is not None and "mean" in stats and "std" in stats:
+        mean = ", ".join(f"{float(v):.3g}" for v in stats["mean"])
+        std = ", ".join(f"{float(v):.3g}" for v in stats["std"])
+        title += f"   (train RGB mean [{mean}], std [{std}])"
+    fig.suptitle(title, fontsize=13)
+    _save(fig, out_png, dpi)
+
+
+def _species_bars(ax: Axes, counts: pd.DataFrame, splits: list[str], total: int) -> None:
+    """Horizontal bars per species, stacked by split, with each species' total at its end."""
     left = np.zeros(len(counts))
     y = np.arange(len(counts))
     for i, split in enumerate(splits):
         values = counts[split].to_numpy()
-        ax_bar.barh(y, values, left=left, color=_split_color(split, i), label=f"{split} ({values.sum()})")
+        ax.barh(y, values, left=left, color=_split_color(split, i), label=f"{split} ({values.sum()})")
         left += values
-    for yi, total in zip(y, left, strict=True):
-        ax_bar.text(total, yi, f" {int(total)}", va="center", fontsize=8)
-    ax_bar.set_yticks(y, counts.index.astype(str))
-    ax_bar.set_xlabel("images")
-    ax_bar.set_xlim(0, left.max() * 1.12 if left.max() > 0 else 1)
-    ax_bar.grid(True, axis="x", alpha=0.3)
-    ax_bar.legend(loc="lower right", fontsize=9)
-    ax_bar.set_title(f"Images per species and split ({len(index)} total)")
+    for yi, species_total in zip(y, left, strict=True):
+        ax.text(species_total, yi, f" {int(species_total)}", va="center", fontsize=8)
+    ax.set_yticks(y, counts.index.astype(str))
+    ax.set_xlabel("images")
+    ax.set_xlim(0, left.max() * 1.12 if left.max() > 0 else 1)
+    ax.grid(True, axis="x", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=9)
+    ax.set_title(f"Images per species and split ({total} total)")
 
+
+def _foreground_histogram(
+    ax: Axes, index: pd.DataFrame, splits: list[str], stats: Mapping[str, Any] | None
+) -> None:
+    """The foreground fraction per split, as each split's share of images."""
     fg = index["fg_frac"].to_numpy(dtype=float)
     hi = float(np.nanmax(fg)) if np.isfinite(fg).any() else 1.0
     # Few bins for small datasets, or every bar is noise.
@@ -437,7 +541,7 @@ def plot_dataset_overview(
             continue
         # Share of each split's images, so splits of different sizes compare directly.
         weights = np.full(values.size, 1.0 / values.size)
-        ax_hist.hist(
+        ax.hist(
             values,
             bins=bins,
             weights=weights,
@@ -448,20 +552,12 @@ def plot_dataset_overview(
         )
     if stats is not None and stats.get("fg_frac") is not None:
         train_fg = float(stats["fg_frac"])
-        ax_hist.axvline(train_fg, color="k", ls="--", lw=0.8, label=f"train mean {train_fg:.3f}")
-    ax_hist.set_xlabel("foreground fraction (fish pixels / all pixels)")
-    ax_hist.set_ylabel("share of split's images")
-    ax_hist.grid(True, alpha=0.3)
-    ax_hist.legend(fontsize=9)
-    ax_hist.set_title("Foreground fraction per split")
-
-    title = "Dataset overview"
-    if stats is not None and "mean" in stats and "std" in stats:
-        mean = ", ".join(f"{float(v):.3g}" for v in stats["mean"])
-        std = ", ".join(f"{float(v):.3g}" for v in stats["std"])
-        title += f"   (train RGB mean [{mean}], std [{std}])"
-    fig.suptitle(title, fontsize=13)
-    _save(fig, out_png, dpi)
+        ax.axvline(train_fg, color="k", ls="--", lw=0.8, label=f"train mean {train_fg:.3f}")
+    ax.set_xlabel("foreground fraction (fish pixels / all pixels)")
+    ax.set_ylabel("share of split's images")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=9)
+    ax.set_title("Foreground fraction per split")
 
 
 def plot_sample_pairs(

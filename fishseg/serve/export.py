@@ -10,26 +10,32 @@ resize images to it as ``python -m fishseg.predict`` does. With ``--dynamic-size
 dynamic too (multiples of 32). The preprocessing record is stored in the file's metadata
 (``fishseg.preprocessing``).
 
-After writing, the file is run with onnxruntime on the CPU on random images and compared
-with PyTorch; the maximum absolute difference of the probabilities is logged, and the
-command fails (exit 1) above ``--tolerance``.
+The graph is written to a temp file beside ``--out`` and run with onnxruntime on the CPU
+on random images; the maximum absolute difference from PyTorch is logged. Only when it is
+finite and within ``--tolerance`` does the file replace ``--out``: a failed export leaves
+any previous ``.onnx`` as it was and no file behind. Exit status: 0 written, 1 parity
+failed (a NaN difference fails too), 2 usage errors (bad model, unwritable --out).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import logging
+import math
+import os
+import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from fishseg.cli import offline_env, setup_logging
+from fishseg.cli import front_door, offline_env, setup_logging
 from fishseg.errors import FishsegError
-from fishseg.fsutil import atomic_write_bytes
+from fishseg.fsutil import atomic_write_bytes, write_error
 from fishseg.model.inference import InferenceModel, load_inference_model
 
 log = logging.getLogger(__name__)
@@ -37,6 +43,12 @@ log = logging.getLogger(__name__)
 INPUT, OUTPUT = "images", "probabilities"
 DEFAULT_OPSET = 17
 DEFAULT_TOLERANCE = 1e-4
+
+
+class ParityError(FishsegError):
+    """The exported graph does not compute what the PyTorch model computes."""
+
+    exit_code = 1
 
 
 def export_onnx(
@@ -76,8 +88,11 @@ def export_onnx(
         },
     )
     onnx.checker.check_model(proto)
-    atomic_write_bytes(out, proto.SerializeToString())
-    log.info("wrote %s (opset %d, %.1f MB)", out, opset, out.stat().st_size / 1e6)
+    try:
+        atomic_write_bytes(out, proto.SerializeToString())
+    except OSError as exc:
+        raise write_error(out, exc, "choose another --out or free some disk space") from None
+    log.info("exported the graph (opset %d, %.1f MB)", opset, out.stat().st_size / 1e6)
     return model, pre
 
 
@@ -109,13 +124,38 @@ def parity_shapes(image_size: tuple[int, int], dynamic_size: bool) -> list[tuple
 def check_parity(
     model: torch.nn.Module, onnx_path: Path, image_size: tuple[int, int], dynamic_size: bool = False
 ) -> float:
-    """The worst difference over :func:`parity_shapes`, each logged."""
+    """The worst difference over :func:`parity_shapes`, each logged (NaN if any is NaN)."""
     worst = 0.0
     for shape in parity_shapes(image_size, dynamic_size):
         diff = max_abs_diff(model, onnx_path, shape)
         log.info("onnxruntime vs PyTorch on %s random images: max abs diff %.3g", shape, diff)
-        worst = max(worst, diff)
+        worst = diff if math.isnan(diff) else max(worst, diff)
     return worst
+
+
+def export_checked(args: argparse.Namespace) -> None:
+    """Export to a temp file beside ``--out``; move it there only when parity holds."""
+    out = Path(args.out)
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".onnx", dir=out.parent)
+    except OSError as exc:
+        raise write_error(out, exc, "choose an existing, writable folder for --out") from None
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        model, pre = export_onnx(args.model, tmp, opset=args.opset, dynamic_size=args.dynamic_size)
+        diff = check_parity(model, tmp, tuple(pre["image_size"]), args.dynamic_size)
+        # `not diff <= tolerance` also catches NaN, for which every comparison is False.
+        if not diff <= args.tolerance:
+            raise ParityError(
+                f"{args.model}: the ONNX graph differs from PyTorch by {diff:.3g} (--tolerance {args.tolerance:g}); "
+                f"{out} was not written: check the opset (--opset) or the model's weights"
+            )
+        os.replace(tmp, out)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    log.info("exported %s: max abs diff %.3g within --tolerance %g", out, diff, args.tolerance)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,16 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         # Configure only a bare process; a host (pytest, a notebook) keeps its own set-up.
         setup_logging(args.verbose)
     offline_env()
-    try:
-        model, pre = export_onnx(args.model, args.out, opset=args.opset, dynamic_size=args.dynamic_size)
-        diff = check_parity(model, args.out, tuple(pre["image_size"]), args.dynamic_size)
-    except FishsegError as exc:
-        log.error("%s", exc)
-        return 2
-    if diff > args.tolerance:
-        log.error("max abs diff %.3g exceeds --tolerance %.3g: do not use %s", diff, args.tolerance, args.out)
-        return 1
-    return 0
+    return front_door(lambda: export_checked(args))
 
 
 if __name__ == "__main__":

@@ -6,19 +6,26 @@
 ``runs:/<run_id>/model``, ``models:/<name>@champion``, ``models:/<name>/<version>``,
 ``models:/<model_id>``, or a downloaded MLflow model directory. MLflow URIs are resolved
 against the project's store (``MLFLOW_TRACKING_URI``, else ``mlflow.tracking_uri`` in
-``params.yaml``, else ``sqlite:///<project>/mlflow.db``).
+``params.yaml``, else ``sqlite:///<project>/mlflow.db``). Only safetensors and pt2 models
+load: a pickled model could run code and is refused.
 
-For each input ``<stem>.<ext>`` it writes ``<out>/masks/<stem>.png`` (0 = background,
-255 = fish) and ``<out>/overlays/<stem>.png``, both at the input's own resolution, and
-one row in ``<out>/predictions.csv``. Inputs sharing a stem get ``<stem>-2``, ``<stem>-3``...
-Unreadable inputs are logged by name and skipped. Exit status: 0 when every input was
-segmented, 1 when some failed, 2 on usage errors (no model, no inputs).
+Outputs keep the inputs' folder structure: an image found in a folder argument is written
+at its path relative to that folder (``photos/Sea Bass/00005.jpg`` ->
+``<out>/masks/Sea Bass/00005.png`` and ``<out>/overlays/Sea Bass/00005.png``); a file given
+by itself is written under its stem (``<out>/masks/<stem>.png``). Two inputs that would
+land on one name (also when they differ only in case) get ``-2``, ``-3``... Masks are 0 =
+background, 255 = fish, at the input's own resolution. ``<out>/predictions.csv`` gets one
+row per input as soon as it is done, so an interrupted run keeps the finished rows.
+
+Inputs that cannot be read (missing, corrupt, over the ``--max-pixels`` cap) are logged
+by name and skipped. Exit status: 0 every input segmented, 1 some inputs failed, 2 usage
+or output errors (no model, no inputs, --out not writable, disk full), 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
+import csv
 import logging
 import re
 from collections.abc import Iterable
@@ -33,13 +40,16 @@ from torch import nn
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from fishseg.cli import offline_env, setup_logging
+from fishseg.cli import front_door, offline_env, setup_logging
 from fishseg.dataset.index import read_rgb
 from fishseg.device import select_device
 from fishseg.errors import FishsegError
-from fishseg.fsutil import atomic_write_bytes, atomic_write_text
+from fishseg.fsutil import atomic_write_png, write_error
 from fishseg.model.inference import load_inference_model, predict_image
-from fishseg.sources.layout import IMAGE_SUFFIXES
+from fishseg.params import Params, load_params
+from fishseg.paths import find_root
+from fishseg.redact import redact_uri
+from fishseg.sources.layout import IMAGE_SUFFIXES, folded
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +57,8 @@ log = logging.getLogger(__name__)
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")
 OVERLAY_COLOUR = np.array([255, 64, 0], dtype=np.float32)  # orange: stands out on blue surfaces
 OVERLAY_ALPHA = 0.45
+COLUMNS = ["input", "mask", "overlay", "width", "height", "fg_frac", "error"]
+_OUT_FIX = "free some disk space or choose another --out"
 
 
 @dataclass
@@ -56,6 +68,14 @@ class Predictor:
     model: nn.Module
     image_size: tuple[int, int]
     source: str
+
+
+@dataclass(frozen=True)
+class Input:
+    """An image to segment and the name its outputs get (``Sea Bass/00005``, no suffix)."""
+
+    path: Path
+    name: str
 
 
 # --------------------------------------------------------------------------- model
@@ -81,87 +101,78 @@ def load_predictor(ref: str, device: torch.device, root: Path | None = None) -> 
 
 
 def _load_mlflow(ref: str, device: torch.device, root: Path | None) -> Predictor:
-    """An MLflow-logged packaged model; its input size comes from its signature."""
-    import mlflow
-
-    from fishseg.params import MlflowParams, load_params
-    from fishseg.paths import find_root
+    """An MLflow-logged packaged model (pt2 only); its input size comes from its signature."""
+    from fishseg.serve.mlflow_model import load_checked
     from fishseg.tracking import store as tracking
 
     root = (root or find_root()).resolve()
-    params = load_params(root / "params.yaml").mlflow if (root / "params.yaml").is_file() else MlflowParams()
-    uri = tracking.use_store(params, root)
-    try:
-        info = mlflow.models.get_model_info(ref)
-        model = mlflow.pytorch.load_model(ref)
-    except mlflow.exceptions.MlflowException as exc:
-        raise FishsegError(f"--model {ref}: cannot load it from {uri}: {exc.message}") from None
-    inputs = info.signature.inputs.inputs if info.signature is not None else []
-    shape = getattr(inputs[0], "shape", None) if len(inputs) == 1 else None
-    if not shape or len(shape) != 4 or min(shape[2:]) <= 0:
-        raise FishsegError(
-            f"--model {ref}: its signature does not give a fixed input size (B, 3, H, W): {shape}; "
-            "log it with fishseg.tracking.logged_model.log_inference_model"
-        )
-    # A torch.export (pt2) graph refuses eval(); it was exported in eval mode already.
-    with contextlib.suppress(NotImplementedError):
-        model.eval()
-    return Predictor(model.to(device), (int(shape[2]), int(shape[3])), ref)
+    uri = tracking.use_store(project_params(root).mlflow, root)
+    model, size = load_checked(ref, uri, device)
+    return Predictor(model, size, ref)
+
+
+def project_params(root: Path) -> Params:
+    """The project's params (for the MLflow store and the pixel cap), or the defaults outside one."""
+    path = root / "params.yaml"
+    return load_params(path) if path.is_file() else Params()
 
 
 # --------------------------------------------------------------------------- inputs and outputs
 
 
-def collect_inputs(args: Iterable[str], exclude: Path | None = None) -> list[Path]:
+def collect_inputs(args: Iterable[str], exclude: Path | None = None) -> list[Input]:
     """Files as given and image files inside folders (recursive, sorted), without duplicates.
 
-    Paths that do not exist are kept: they fail later with a message naming them. Files under
-    ``exclude`` (the output folder) are skipped, so a rerun never segments its own masks.
+    A file found in a folder is named by its path relative to that folder, a file given by
+    itself by its stem. Paths that do not exist are kept: they fail later with a message
+    naming them. Files under ``exclude`` (the output folder) are skipped, so a rerun never
+    segments its own masks.
     """
     exclude = exclude.resolve() if exclude is not None else None
     seen: set[Path] = set()
-    found: list[Path] = []
+    found: list[Input] = []
 
-    def add(path: Path) -> None:
+    def add(path: Path, name: str) -> None:
         key = path.resolve()
         if key not in seen:
             seen.add(key)
-            found.append(path)
+            found.append(Input(path, name))
 
     for arg in args:
         path = Path(arg)
         if not path.is_dir():
-            add(path)
+            add(path, path.stem)
             continue
         for file in sorted(path.rglob("*")):
             if not file.is_file() or file.suffix.lower() not in IMAGE_SUFFIXES:
                 continue
             if exclude is not None and file.resolve().is_relative_to(exclude):
                 continue
-            add(file)
+            add(file, file.relative_to(path).with_suffix("").as_posix())
     return found
 
 
-def output_stems(inputs: list[Path]) -> list[str]:
-    """Each input's stem, made unique with ``-2``, ``-3``... (case-insensitively, for any file system)."""
+def output_names(inputs: list[Input]) -> list[str]:
+    """Each input's name, made unique with ``-2``, ``-3``... (case- and NFC-insensitively, for any file system)."""
     taken: set[str] = set()
-    stems = []
-    for path in inputs:
-        stem, n = path.stem, 1
-        while stem.lower() in taken:
+    names = []
+    for item in inputs:
+        name, n = item.name, 1
+        while folded(name) in taken:
             n += 1
-            stem = f"{path.stem}-{n}"
-        taken.add(stem.lower())
-        stems.append(stem)
-    return stems
+            name = f"{item.name}-{n}"
+        taken.add(folded(name))
+        names.append(name)
+    return names
 
 
 def overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """The RGB image with the fish tinted and outlined."""
-    out = image.astype(np.float32)
+    """The RGB image with the fish tinted and outlined (float work on the fish pixels only)."""
+    out = image.copy()
     fish = mask > 0
-    out[fish] = (1 - OVERLAY_ALPHA) * out[fish] + OVERLAY_ALPHA * OVERLAY_COLOUR
-    out = out.round().astype(np.uint8)
+    out[fish] = (
+        (1 - OVERLAY_ALPHA) * image[fish].astype(np.float32) + OVERLAY_ALPHA * OVERLAY_COLOUR
+    ).round()
     contours, _ = cv2.findContours(fish.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     thickness = max(1, round(max(image.shape[:2]) / 300))
     cv2.drawContours(out, contours, -1, (255, 255, 0), thickness)
@@ -169,68 +180,119 @@ def overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def _write_png(path: Path, image: np.ndarray) -> None:
-    if image.ndim == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    ok, data = cv2.imencode(".png", image)
-    if not ok:
-        raise OSError(f"{path}: PNG encoding failed")
-    atomic_write_bytes(path, data.tobytes())
+    try:
+        atomic_write_png(path, image)
+    except OSError as exc:
+        raise write_error(path, exc, _OUT_FIX) from None
+
+
+class RowLog:
+    """``predictions.csv``, one row appended (and flushed) per finished input."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self.file = open(path, "w", newline="", encoding="utf-8")  # noqa: SIM115 - closed by close()
+            self.writer = csv.DictWriter(self.file, COLUMNS)
+            self.writer.writeheader()
+            self.file.flush()
+        except OSError as exc:
+            raise write_error(path, exc, _OUT_FIX) from None
+
+    def add(self, row: dict) -> None:
+        try:
+            self.writer.writerow(row)
+            self.file.flush()
+        except OSError as exc:
+            raise write_error(self.path, exc, _OUT_FIX) from None
+
+    def close(self) -> None:
+        try:
+            self.file.close()
+        except OSError as exc:
+            raise write_error(self.path, exc, _OUT_FIX) from None
 
 
 # --------------------------------------------------------------------------- the run
 
 
+def segment_one(predictor: Predictor, item: Input, out_dir: Path, threshold: float, max_pixels: int) -> dict:
+    """Segment one input and write its mask and overlay; its CSV row (with the error, if unreadable)."""
+    row = {
+        "input": str(item.path),
+        "mask": "",
+        "overlay": "",
+        "width": 0,
+        "height": 0,
+        "fg_frac": "",
+        "error": "",
+    }
+    try:
+        image = read_rgb(item.path, max_pixels, knob="--max-pixels")
+    except (ValueError, OSError) as exc:
+        reason = "no such file" if isinstance(exc, FileNotFoundError) else str(exc)
+        log.error("%s: skipped, %s", item.path, reason)
+        return {**row, "error": reason}
+    prob = predict_image(predictor.model, image, predictor.image_size)
+    mask = np.where(prob >= threshold, 255, 0).astype(np.uint8)
+    del prob
+    mask_path, overlay_path = (
+        out_dir / "masks" / f"{item.name}.png",
+        out_dir / "overlays" / f"{item.name}.png",
+    )
+    try:
+        _write_png(mask_path, mask)
+        _write_png(overlay_path, overlay(image, mask))
+    except BaseException:  # a failed write (or Ctrl-C): no mask without its overlay and CSV row
+        mask_path.unlink(missing_ok=True)
+        raise
+    height, width = image.shape[:2]
+    fg_frac = round(float((mask > 0).mean()), 6)
+    return {
+        **row,
+        "mask": str(mask_path),
+        "overlay": str(overlay_path),
+        "width": width,
+        "height": height,
+        "fg_frac": fg_frac,
+    }
+
+
 def predict_files(
     predictor: Predictor,
-    inputs: list[Path],
+    inputs: list[Input],
     out_dir: Path,
     *,
     threshold: float = 0.5,
+    max_pixels: int | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Segment each input; one row per input with its outputs or its error."""
-    masks_dir, overlays_dir = out_dir / "masks", out_dir / "overlays"
+    """Segment each input into ``out_dir``; one row per input (appended to predictions.csv as it ends)."""
+    max_pixels = max_pixels or Params().data.max_image_pixels
+    renamed = [Input(item.path, name) for item, name in zip(inputs, output_names(inputs), strict=True)]
     rows = []
-    with logging_redirect_tqdm():
-        for path, stem in tqdm(
-            list(zip(inputs, output_stems(inputs), strict=True)),
-            desc="predict",
-            unit="image",
-            disable=not progress,
-        ):
-            row: dict = {"input": str(path), "mask": "", "overlay": "", "width": 0, "height": 0}
-            try:
-                image = read_rgb(path)
-            except (ValueError, OSError) as exc:
-                reason = "no such file" if isinstance(exc, FileNotFoundError) else str(exc)
-                log.error("%s: skipped, %s", path, reason)
-                rows.append({**row, "fg_frac": float("nan"), "error": reason})
-                continue
-            prob = predict_image(predictor.model, image, predictor.image_size)
-            mask = np.where(prob >= threshold, 255, 0).astype(np.uint8)
-            mask_path, overlay_path = masks_dir / f"{stem}.png", overlays_dir / f"{stem}.png"
-            _write_png(mask_path, mask)
-            _write_png(overlay_path, overlay(image, mask))
-            rows.append(
-                {
-                    **row,
-                    "mask": str(mask_path),
-                    "overlay": str(overlay_path),
-                    "width": image.shape[1],
-                    "height": image.shape[0],
-                    "fg_frac": round(float((mask > 0).mean()), 6),
-                    "error": "",
-                }
-            )
-    table = pd.DataFrame(rows, columns=["input", "mask", "overlay", "width", "height", "fg_frac", "error"])
-    atomic_write_text(out_dir / "predictions.csv", table.to_csv(index=False))
-    return table
+    table = RowLog(out_dir / "predictions.csv")
+    try:
+        with logging_redirect_tqdm():
+            for item in tqdm(renamed, desc="predict", unit="image", disable=not progress):
+                rows.append(segment_one(predictor, item, out_dir, threshold, max_pixels))
+                table.add(rows[-1])
+    finally:
+        table.close()
+    return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def _threshold(text: str) -> float:
     value = float(text)
     if not 0.0 < value < 1.0:
         raise argparse.ArgumentTypeError(f"{text}: must be between 0 and 1 (exclusive)")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text}: must be a positive number of pixels")
     return value
 
 
@@ -261,6 +323,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--threshold", type=_threshold, default=0.5, help="probability cut for fish (default: 0.5)"
     )
+    parser.add_argument(
+        "--max-pixels",
+        type=_positive,
+        default=None,
+        help="skip images with more pixels, read from the header before decoding "
+        "(default: data.max_image_pixels of the project's params.yaml, 50 Mpx outside a project)",
+    )
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     parser.add_argument(
         "--root", type=Path, default=None, help="project root for the MLflow store (default: found from cwd)"
@@ -270,48 +339,53 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def run(args: argparse.Namespace) -> int:
+    """The command after argument parsing: 0, 1 (some inputs failed); raises for usage and output errors."""
+    device = _device(args.device)
+    inputs = collect_inputs(args.inputs, exclude=args.out)
+    if not inputs:
+        raise FishsegError(
+            f"no images found in {', '.join(args.inputs)} ({', '.join(sorted(IMAGE_SUFFIXES))})"
+        )
+    root = (args.root or find_root()).resolve()
+    max_pixels = args.max_pixels or project_params(root).data.max_image_pixels
+    predictor = load_predictor(args.model, device, root)
+    log.info(
+        "model %s (input %dx%d) on %s",
+        redact_uri(predictor.source),
+        predictor.image_size[1],
+        predictor.image_size[0],
+        device,
+    )
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise FishsegError(
+            f"--out {args.out}: cannot create it ({exc.strerror}); choose a writable folder"
+        ) from None
+    table = predict_files(
+        predictor,
+        inputs,
+        args.out,
+        threshold=args.threshold,
+        max_pixels=max_pixels,
+        progress=not args.no_progress,
+    )
+    failed = table.loc[table["error"] != "", "input"]
+    log.info("segmented %d of %d image(s) into %s", len(table) - len(failed), len(table), args.out)
+    if len(failed):
+        log.warning("%d input(s) could not be read (named above and in predictions.csv)", len(failed))
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not logging.getLogger().handlers:
         # Configure only a bare process; a host (pytest, a notebook) keeps its own set-up.
         setup_logging(args.verbose)
     offline_env()
-    try:
-        device = _device(args.device)
-        inputs = collect_inputs(args.inputs, exclude=args.out)
-        if not inputs:
-            raise FishsegError(
-                f"no images found in {', '.join(args.inputs)} ({', '.join(sorted(IMAGE_SUFFIXES))})"
-            )
-        predictor = load_predictor(args.model, device, args.root)
-        log.info(
-            "model %s (input %dx%d) on %s",
-            predictor.source,
-            predictor.image_size[1],
-            predictor.image_size[0],
-            device,
-        )
-        try:
-            args.out.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise FishsegError(f"--out {args.out}: cannot create it ({exc.strerror})") from None
-        table = predict_files(
-            predictor, inputs, args.out, threshold=args.threshold, progress=not args.no_progress
-        )
-    except FishsegError as exc:
-        log.error("%s", exc)
-        return 2
-    except KeyboardInterrupt:
-        log.error("interrupted")
-        return 130
-    failed = int((table["error"] != "").sum())
-    log.info("segmented %d of %d image(s) into %s", len(table) - failed, len(table), args.out)
-    if failed:
-        log.error(
-            "%d input(s) could not be read: %s", failed, ", ".join(table.loc[table["error"] != "", "input"])
-        )
-        return 1
-    return 0
+    return front_door(lambda: run(args))
 
 
 if __name__ == "__main__":

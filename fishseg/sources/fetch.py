@@ -37,10 +37,19 @@ from typing import Any
 from tqdm import tqdm
 
 from fishseg.errors import FishsegError
-from fishseg.fsutil import atomic_dir
+from fishseg.fsutil import atomic_dir, check_free_space
+from fishseg.images import check_image_file
 from fishseg.params import DataParams
-from fishseg.sources.archive import SourceTree, open_tree
-from fishseg.sources.layout import DATASET_DIR, IMAGE_SUFFIXES, MASK_SUFFIX, image_dir, mask_dir
+from fishseg.sources.archive import Limits, SourceTree, open_tree
+from fishseg.sources.layout import (
+    DATASET_DIR,
+    IMAGE_SUFFIXES,
+    MASK_SUFFIX,
+    canonical,
+    folded,
+    image_dir,
+    mask_dir,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +62,8 @@ ACCEPTED_LAYOUTS = (
     "image types: " + ", ".join(sorted(s.lstrip(".") for s in IMAGE_SUFFIXES))
 )
 _STAGING = ".staging"
+# Room kept free beyond what the extraction itself needs.
+_DISK_MARGIN = 64 << 20
 
 
 @dataclass
@@ -66,14 +77,28 @@ class Found:
     notes: list[str] = field(default_factory=list)
 
     def add(self, label: str, kind: str, species: str, rel: str) -> None:
+        """Record a file under its NFC species and stem; refuse names that would share one file."""
+        species = self._species(label, canonical(species), rel)
         table = (self.images if kind == "image" else self.masks).setdefault(species, {})
-        stem = PurePosixPath(rel).stem
-        if stem in table:
+        stem = canonical(PurePosixPath(rel).stem)
+        clash = next((other for other in table if folded(other) == folded(stem)), None)
+        if clash is not None:
+            same = PurePosixPath(table[clash]).stem == PurePosixPath(rel).stem
+            how = "" if same else " (they differ only in case or Unicode normalisation)"
             raise FishsegError(
-                f"{label}: two {kind}s named {stem!r} for species {species!r}: {table[stem]} and {rel}; "
+                f"{label}: two {kind}s named {stem!r} for species {species!r}{how}: {table[clash]} and {rel}; "
                 "keep one of them (data/raw holds one <name>.png per image and per mask)"
             )
         table[stem] = rel
+
+    def _species(self, label: str, species: str, rel: str) -> str:
+        for other in set(self.images) | set(self.masks):
+            if other != species and folded(other) == folded(species):
+                raise FishsegError(
+                    f"{label}: species folders {other!r} and {species!r} differ only in case or Unicode "
+                    f"normalisation (seen at {rel}); rename one so that each species has one folder"
+                )
+        return species
 
     def pairs(self) -> dict[str, int]:
         species = sorted(set(self.images) | set(self.masks))
@@ -146,7 +171,7 @@ def _classify(parts: tuple[str, ...]) -> tuple[str, str, str, str] | None:
 
 
 def _materialize(
-    tree: SourceTree, found: Found, out: Path, staging: Path, *, progress: bool
+    tree: SourceTree, found: Found, out: Path, staging: Path, max_pixels: int, *, progress: bool
 ) -> dict[str, Any]:
     """Copy (and convert to PNG) the found files into ``out``'s canonical layout.
 
@@ -170,8 +195,13 @@ def _materialize(
                     staged = staging / f"{len(plan)}{suffix}"
                     plan[rel] = staged
                     conversions.append((staged, final))
+    # Staged copies and their PNG conversions may coexist: count converted files twice.
+    needed = sum(tree.size(rel) for rel in plan) + sum(
+        tree.size(rel) for rel, dest in plan.items() if dest.parent == staging
+    )
+    check_free_space(out.parent, needed + _DISK_MARGIN, f"unpacking {tree.path}")
     tree.copy_out(plan, progress=progress)
-    kept = _convert(conversions, progress=progress)
+    kept = _convert(conversions, max_pixels, progress=progress)
     notes = list(found.notes)
     if conversions:
         notes.append(f"{len(conversions) - len(kept)} files converted to PNG")
@@ -188,16 +218,24 @@ def _materialize(
     }
 
 
-def _convert(conversions: list[tuple[Path, Path]], *, progress: bool) -> list[str]:
-    """Write each staged non-PNG file as PNG; return the names of those kept unconverted."""
+def _convert(conversions: list[tuple[Path, Path]], max_pixels: int, *, progress: bool) -> list[str]:
+    """Write each staged non-PNG file as PNG; return the names of those kept unconverted.
+
+    Files over the pixel cap are not decoded: they are kept as they are, for the split
+    stage to report (or skip and count).
+    """
     if not conversions:
         return []
     import cv2  # heavy import, only needed for non-PNG input
 
     kept: list[str] = []
     for staged, final in tqdm(conversions, desc="to PNG", unit="file", disable=not progress):
-        # UNCHANGED keeps 16-bit depth and alpha, and the stored pixel order (EXIF ignored).
-        pixels = cv2.imread(str(staged), cv2.IMREAD_UNCHANGED)
+        try:
+            check_image_file(staged, max_pixels)
+            # UNCHANGED keeps 16-bit depth and alpha, and the stored pixel order (EXIF ignored).
+            pixels = cv2.imread(str(staged), cv2.IMREAD_UNCHANGED)
+        except ValueError:
+            pixels = None
         written = False
         if pixels is not None:
             try:
@@ -252,17 +290,19 @@ def _fetch_synthetic(data: DataParams, out: Path, *, progress: bool) -> dict[str
     return {"source": "synthetic", "location": "synthetic", "layout": "fish_dataset", "root": "", "notes": []}
 
 
-def _fetch_tree(tree: SourceTree, out: Path, staging: Path, *, progress: bool) -> dict[str, Any]:
+def _fetch_tree(
+    tree: SourceTree, out: Path, staging: Path, max_pixels: int, *, progress: bool
+) -> dict[str, Any]:
     found = detect(tree.files(), str(tree.path))
     log.info("found a %s layout in %s at %s", found.layout, tree.path, found.root or "the top level")
-    return _materialize(tree, found, out, staging, progress=progress)
+    return _materialize(tree, found, out, staging, max_pixels, progress=progress)
 
 
 def _fetch_kaggle(
     data: DataParams, out: Path, staging: Path, creds: Any, *, progress: bool
 ) -> dict[str, Any]:
-    from fishseg.sources import archive
     from fishseg.sources import kaggle as kaggle_source
+    from fishseg.sources.zipsource import ZipTree
 
     _, slug, _ = kaggle_source.parse_dataset(data.kaggle_dataset)
     download_dir = staging / "download"
@@ -279,15 +319,13 @@ def _fetch_kaggle(
     )
     # From here on the download is a local zip like any other, with the same checks.
     try:
-        tree = archive.ZipTree(
-            zip_path, max_bytes=data.max_archive_bytes, max_members=data.max_archive_members
-        )
+        tree = ZipTree(zip_path, Limits.of(data))
     except FishsegError as exc:
         raise FishsegError(
             f"the download of Kaggle dataset {data.kaggle_dataset} is unusable: {exc}"
         ) from None
     found = detect(tree.files(), f"Kaggle dataset {data.kaggle_dataset} ({zip_path.name})")
-    return _materialize(tree, found, out, staging / "convert", progress=progress)
+    return _materialize(tree, found, out, staging / "convert", data.max_image_pixels, progress=progress)
 
 
 def fetch(data: DataParams, raw_dir: Path, *, progress: bool = True) -> dict:
@@ -309,9 +347,7 @@ def fetch(data: DataParams, raw_dir: Path, *, progress: bool = True) -> dict:
         parse_dataset(data.kaggle_dataset)
         creds = find_credentials()
     elif source != "synthetic":
-        tree = open_tree(
-            Path(source).expanduser(), max_bytes=data.max_archive_bytes, max_members=data.max_archive_members
-        )
+        tree = open_tree(Path(source).expanduser(), Limits.of(data))
 
     with atomic_dir(raw_dir) as tmp:
         # Scratch space (download, files awaiting conversion) inside the temp folder, so
@@ -325,7 +361,7 @@ def fetch(data: DataParams, raw_dir: Path, *, progress: bool = True) -> dict:
         else:
             assert tree is not None
             summary = {"source": tree.kind, "location": str(tree.path)}
-            summary.update(_fetch_tree(tree, tmp, staging, progress=progress))
+            summary.update(_fetch_tree(tree, tmp, staging, data.max_image_pixels, progress=progress))
         shutil.rmtree(staging, ignore_errors=True)
         summary["pairs"] = check_layout(tmp)
     total = sum(summary["pairs"].values())

@@ -41,6 +41,7 @@ from typing import Any
 from tqdm import tqdm
 
 from fishseg.errors import FishsegError
+from fishseg.fsutil import check_free_space
 
 log = logging.getLogger(__name__)
 
@@ -300,6 +301,8 @@ def _download_once(
                     f"Kaggle dataset {dataset} is {declared} bytes, more than data.max_archive_bytes = "
                     f"{max_bytes}: raise data.max_archive_bytes"
                 )
+            if declared is not None:
+                check_free_space(dest.parent, declared, f"the Kaggle download of {dataset}")
             received = 0
             try:
                 out = open(dest, "wb")  # noqa: SIM115 - write errors are told apart below

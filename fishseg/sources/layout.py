@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from pathlib import Path
 
 SPECIES: tuple[str, ...] = (
@@ -37,3 +38,13 @@ def image_dir(raw_dir: Path, species: str) -> Path:
 
 def mask_dir(raw_dir: Path, species: str) -> Path:
     return species_dir(raw_dir, species) / f"{species}{MASK_SUFFIX}"
+
+
+def canonical(name: str) -> str:
+    """A name as written to disk: Unicode NFC (archives made on macOS store NFD)."""
+    return unicodedata.normalize("NFC", name)
+
+
+def folded(name: str) -> str:
+    """The key under which two names land on one file on macOS or Windows (case, normalisation)."""
+    return unicodedata.normalize("NFC", name).casefold()

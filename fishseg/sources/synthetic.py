@@ -25,6 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from fishseg.errors import FishsegError
+from fishseg.fsutil import encode_png
 from fishseg.sources.layout import SPECIES, image_dir, mask_dir
 
 log = logging.getLogger(__name__)
@@ -417,8 +418,8 @@ def _colour_fish(
     x0, y0, bw, bh = cv2.boundingRect(mask)
     if bw == 0 or bh == 0:
         return np.zeros((0, 0, 3), np.float32), (slice(0, 0), slice(0, 0))
-    y1, x1 = y0 + bh, x0 + bw
-    yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+    box = (slice(y0, y0 + bh), slice(x0, x0 + bw))
+    yy, xx = np.mgrid[box].astype(np.float32)
     s, v = frame.to_local(xx, yy)
     t = np.clip(s + shift[0], 0.0, 1.0)
     up = np.interp(t, _T, body.up)
@@ -428,6 +429,23 @@ def _colour_fish(
     t = t.astype(np.float32)
     vd = vn * body.dorsal  # +1 at the back, -1 at the belly
 
+    col = _skin(rng, st, s, v, vd)
+    col = _pattern(rng, st.pattern, col, t, vd, body)
+    _shade_head(rng, st.pattern, col, t, vn, vd, body)
+    # Fins are thin and translucent: mix with the surface below.
+    fin_c = _jitter(rng, st.fin, 0.1)
+    fin_here = fins[box] > 0
+    surf = surface[box]
+    rays = 1 + 0.12 * np.sin((s + 0.5 * v) * 2 * np.pi * rng.uniform(35, 60)).astype(np.float32)
+    fin_col = fin_c * rays[fin_here][:, None]
+    col[fin_here] = _lerp(fin_col, surf[fin_here], rng.uniform(0.2, 0.45))
+    # Reflective skin / translucent shell: the surface colour shows through.
+    col = _lerp(col, surf, st.tint * rng.uniform(0.6, 1.4))
+    return col, box
+
+
+def _skin(rng: np.random.Generator, st: _Style, s: np.ndarray, v: np.ndarray, vd: np.ndarray) -> np.ndarray:
+    """Back-to-belly gradient, scales and the silvery band."""
     back = _jitter(rng, st.back, 0.12)
     belly = _jitter(rng, st.belly, 0.06)
     g = np.clip((vd + 1) / 2, 0, 1) ** rng.uniform(0.8, 1.6)
@@ -435,13 +453,18 @@ def _colour_fish(
     # Scales: a fine, stretched-along-the-body ripple plus grain.
     freq = rng.uniform(30, 60)
     ripple = np.sin(s * freq * 2 * np.pi).astype(np.float32) * np.sin(v * freq * 2 * np.pi).astype(np.float32)
-    grain = rng.standard_normal((bh, bw), dtype=np.float32)
+    grain = rng.standard_normal(s.shape, dtype=np.float32)
     col *= (1 + 0.04 * ripple + 0.04 * grain)[..., None]
     # Silvery band: a bright mirror stripe just above the middle.
     band = np.exp(-(((vd - rng.uniform(-0.1, 0.3)) / 0.25) ** 2)).astype(np.float32)
     col += (st.sheen * rng.uniform(0.6, 1.2) * 90 * band)[..., None]
+    return col
 
-    pat = st.pattern
+
+def _pattern(
+    rng: np.random.Generator, pat: str, col: np.ndarray, t: np.ndarray, vd: np.ndarray, body: _Body
+) -> np.ndarray:
+    """The species' markings: lines, stripes, spots, bars, segments."""
     if pat == "mackerel":
         line = 0.25 + 0.3 * np.clip((t - 0.45) / 0.35, 0, 1)
         on = np.abs(vd - line) < 0.07
@@ -454,7 +477,7 @@ def _colour_fish(
         on = np.abs(vd - 0.1) < 0.18
         col[on] = _lerp(col[on], (230, 170, 120), 0.3)
     elif pat == "redbream":
-        spots = rng.random((bh, bw)) < 0.004
+        spots = rng.random(t.shape) < 0.004
         spots &= vd > -0.2
         spots = cv2.dilate(spots.astype(np.uint8), np.ones((2, 2), np.uint8)).astype(bool)
         col[spots] = (110, 160, 230)
@@ -469,14 +492,7 @@ def _colour_fish(
         patch = (t > 0.74) & (t < 0.78) & (vd > 0.2) & (vd < 0.55)
         col[patch] *= 0.5
     elif pat == "trout":
-        band2 = np.exp(-((vd / 0.2) ** 2))
-        col = _lerp(col, (220, 140, 140), (0.45 * band2)[..., None])
-        n = int(rng.integers(25, 60))
-        for _ in range(n):
-            ts, vs = rng.uniform(0.05, 0.9), rng.uniform(-0.3, 0.95)
-            r = rng.uniform(0.008, 0.016)
-            d = ((t - ts) / r) ** 2 + ((vd - vs) * float(body.up.max() + body.down.max()) / 2 / r) ** 2
-            col[d < 1] *= 0.25
+        col = _trout_spots(rng, col, t, vd, body)
     elif pat == "shrimp":
         seg = ((t * 9 + rng.uniform(0, 1)) % 1.0 < 0.12) & (t < 0.65)
         col[seg] = col[seg] * 0.7
@@ -485,10 +501,34 @@ def _colour_fish(
     elif pat == "sprat":
         on = np.abs(vd - 0.35) < 0.06
         col[on] = _lerp(col[on], (150, 160, 180), 0.5)
+    return col
 
-    # Rounded body: darker towards the outline, so the edge shows.
+
+def _trout_spots(
+    rng: np.random.Generator, col: np.ndarray, t: np.ndarray, vd: np.ndarray, body: _Body
+) -> np.ndarray:
+    band2 = np.exp(-((vd / 0.2) ** 2))
+    col = _lerp(col, (220, 140, 140), (0.45 * band2)[..., None])
+    n = int(rng.integers(25, 60))
+    for _ in range(n):
+        ts, vs = rng.uniform(0.05, 0.9), rng.uniform(-0.3, 0.95)
+        r = rng.uniform(0.008, 0.016)
+        d = ((t - ts) / r) ** 2 + ((vd - vs) * float(body.up.max() + body.down.max()) / 2 / r) ** 2
+        col[d < 1] *= 0.25
+    return col
+
+
+def _shade_head(
+    rng: np.random.Generator,
+    pat: str,
+    col: np.ndarray,
+    t: np.ndarray,
+    vn: np.ndarray,
+    vd: np.ndarray,
+    body: _Body,
+) -> None:
+    """Darken towards the outline (a rounded body), then the gill cover edge and the eye, in place."""
     col *= (1 - 0.28 * np.clip(np.abs(vn), 0, 1) ** 4)[..., None]
-    # Gill cover edge and eye.
     if pat != "shrimp":
         gill = np.abs(t - (0.8 + 0.04 * vd**2 - rng.uniform(0, 0.03))) < 0.008
         col[gill & (np.abs(vd) < 0.85)] *= 0.6
@@ -499,17 +539,6 @@ def _colour_fish(
     iris = (200, 170, 90) if pat in ("gilthead", "redbream", "mackerel") else (190, 190, 185)
     col[de < 1] = iris
     col[de < 0.35] = (15, 15, 20)
-
-    # Fins are thin and translucent: mix with the surface below.
-    fin_c = _jitter(rng, st.fin, 0.1)
-    fin_here = fins[y0:y1, x0:x1] > 0
-    surf = surface[y0:y1, x0:x1]
-    rays = 1 + 0.12 * np.sin((s + 0.5 * v) * 2 * np.pi * rng.uniform(35, 60)).astype(np.float32)
-    fin_col = fin_c * rays[fin_here][:, None]
-    col[fin_here] = _lerp(fin_col, surf[fin_here], rng.uniform(0.2, 0.45))
-    # Reflective skin / translucent shell: the surface colour shows through.
-    col = _lerp(col, surf, st.tint * rng.uniform(0.6, 1.4))
-    return col, (slice(y0, y1), slice(x0, x1))
 
 
 # --------------------------------------------------------------------------- photo
@@ -676,14 +705,10 @@ def generate(
                 for c, tf in enumerate(transforms):
                     name = f"{numbers[p * copies_per_photo + c] + 1:05d}.png"
                     ti, tm = apply_transform(img, mask, tf)
-                    _write_png(img_dir / name, cv2.cvtColor(ti, cv2.COLOR_RGB2BGR))
-                    _write_png(msk_dir / name, tm)
+                    # Plain writes: the whole folder is renamed into place once complete.
+                    (img_dir / name).write_bytes(encode_png(ti))
+                    (msk_dir / name).write_bytes(encode_png(tm))
                     records.append(SyntheticRecord(sp, name, p, tf))
                 bar.update(1)
     log.info("wrote %d synthetic pairs", len(records))
     return records
-
-
-def _write_png(path: Path, arr: np.ndarray) -> None:
-    if not cv2.imwrite(str(path), arr):
-        raise FishsegError(f"could not write {path}")

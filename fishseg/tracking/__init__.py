@@ -1,1 +1,1 @@
-"""MLflow: the store runs go to, the logged model, the model registry."""
+"""MLflow: the store runs go to, the training run and its record, the logged model, the model registry."""

@@ -5,6 +5,12 @@ the model logged by the training run becomes a new version of ``<name>``, tagged
 test IoU, and the alias ``champion`` moves to it when that IoU beats the current
 champion's. Registry stages are deprecated in MLflow; aliases replace them, so a consumer
 loads ``models:/<name>@champion``.
+
+Several evaluates may run at once (``dvc queue start -j 2``) and the registry has no
+transactions, so "compare, then move" could let a slower, worse model overwrite a better
+one. Instead each evaluate moves the alias to the best-scored version it can see and then
+reads it back, until what it reads is settled: the last evaluate to finish sees every
+version, so the alias ends on the best one whatever the interleaving.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 SCORE_TAG = "test_iou"
+# Rounds of "move, then read back" before giving up (each round needs a concurrent move to repeat).
+SETTLE_ROUNDS = 8
 
 
 def logged_model_id(client: Any, run_id: str) -> str | None:
@@ -73,6 +81,48 @@ def register(client: Any, name: str, run_id: str, model_id: str, test_iou: float
     return version
 
 
+def _versions(client: Any, name: str) -> list[Any]:
+    """Every version of ``name`` (with its tags)."""
+    quote = "'" if "'" not in name else '"'
+    return [v for v in client.search_model_versions(f"name = {quote}{name}{quote}") if v.name == name]
+
+
+def best_version(versions: list[Any], current: Any | None) -> Any | None:
+    """The version with the highest test IoU: the current champion on a tie, else the oldest."""
+    scored = [v for v in versions if _score(v) is not None]
+    if not scored:
+        return None
+    top = max(_score(v) for v in scored)
+    if current is not None and _score(current) == top:
+        return current
+    return min((v for v in scored if _score(v) == top), key=lambda v: int(v.version))
+
+
+def settle_champion(client: Any, name: str) -> Any | None:
+    """Move ``champion`` to the best-scored version and read it back until it stays; return its holder.
+
+    A champion without a score was chosen by hand: it stays, for a person to move.
+    """
+    for _ in range(SETTLE_ROUNDS):
+        current = champion(client, name)
+        if current is not None and _score(current) is None:
+            log.warning(
+                "%s@%s (version %s) has no %s tag: the alias stays",
+                name,
+                CHAMPION,
+                current.version,
+                SCORE_TAG,
+            )
+            return current
+        best = best_version(_versions(client, name), current)
+        if best is None or (current is not None and str(current.version) == str(best.version)):
+            return current
+        client.set_registered_model_alias(name, CHAMPION, best.version)
+        log.info("%s@%s is now version %s (test IoU %.4f)", name, CHAMPION, best.version, _score(best))
+    log.warning("%s@%s kept moving (other evaluates at work): left on its last holder", name, CHAMPION)
+    return champion(client, name)
+
+
 def maybe_register(
     params: Params, run_id: str | None, test_iou: float, *, root: Path | None = None
 ) -> dict[str, Any] | None:
@@ -102,35 +152,23 @@ def maybe_register(
 
     test_iou = round(float(test_iou), 6)
     version = register(client, name, run_id, model_id, test_iou)
-    current = champion(client, name)
-    current_score = _score(current) if current is not None else None
-    if current is None or str(current.version) == str(version.version):
-        wins = True  # the first version, or the champion itself re-evaluated
-    elif current_score is None:
-        # A champion without a recorded score was chosen by hand: leave that to a person.
-        log.warning(
-            "%s@%s (version %s) has no %s tag: the alias stays", name, CHAMPION, current.version, SCORE_TAG
+    previous = champion(client, name)
+    holder = settle_champion(client, name)
+    wins = holder is not None and str(holder.version) == str(version.version)
+    if not wins and holder is not None:
+        log.info(
+            "%s@%s stays version %s (test IoU %s; this one %.4f)",
+            name,
+            CHAMPION,
+            holder.version,
+            holder.tags.get(SCORE_TAG),
+            test_iou,
         )
-        wins = False
-    else:
-        wins = test_iou > current_score
-        if not wins:
-            log.info(
-                "%s@%s stays version %s (test IoU %.4f >= %.4f)",
-                name,
-                CHAMPION,
-                current.version,
-                current_score,
-                test_iou,
-            )
-    if wins:
-        client.set_registered_model_alias(name, CHAMPION, version.version)
-        log.info("%s@%s is now version %s (test IoU %.4f)", name, CHAMPION, version.version, test_iou)
     return {
         "name": name,
         "version": str(version.version),
         "model_uri": f"models:/{name}/{version.version}",
         "test_iou": test_iou,
         "champion": wins,
-        "previous_champion": None if current is None else str(current.version),
+        "previous_champion": None if previous is None else str(previous.version),
     }

@@ -4,18 +4,27 @@ Default store: ``sqlite:///<project>/mlflow.db``, with artifacts in ``<project>/
 where ``<project>`` is the real project even when a stage runs in DVC's temp copy
 (``dvc exp run --temp/--queue``). ``MLFLOW_TRACKING_URI`` (or ``mlflow.tracking_uri``)
 points runs at any other store or server.
+
+A URI may carry a password (``postgresql://user:pw@db/mlflow``, ``https://user:token@host``):
+only ``MLFLOW_TRACKING_URI`` may hold one (params refuse it), and the URI is shown
+everywhere with the password masked (:func:`shown`), MLflow's own "View run at <URL>"
+line included.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import subprocess
 import warnings
 from pathlib import Path
 
+from fishseg.errors import FishsegError
 from fishseg.params import MlflowParams
 from fishseg.paths import store_root
+from fishseg.redact import redact_text, redact_uri, uri_secrets
+from fishseg.tracking.liveness import process_tags
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +41,47 @@ def tracking_uri(params: MlflowParams, root: Path) -> str:
     return f"sqlite:///{store_root(root) / 'mlflow.db'}"
 
 
+def shown(uri: str) -> str:
+    """The URI as logs and messages may show it: user name kept, password masked."""
+    return redact_uri(uri)
+
+
+def unusable(uri: str, exc: BaseException) -> FishsegError:
+    """One line for a store that cannot be reached or used, with any secret masked."""
+    reason = redact_text(f"{type(exc).__name__}: {getattr(exc, 'message', None) or exc}", uri)
+    return FishsegError(
+        f"MLflow store {shown(uri)} cannot be used ({reason[:300]}); check MLFLOW_TRACKING_URI "
+        "or mlflow.tracking_uri, and that the server or database is up"
+    )
+
+
 def _is_local_store(uri: str) -> bool:
     return uri.startswith(("sqlite:", "postgresql", "mysql", "mssql"))
+
+
+# SQLite stores this process has seen with all their tables.
+_READY_SQLITE: set[str] = set()
+
+
+def _ready_sqlite_store(uri: str) -> None:
+    """Create a SQLite store's tables, if it has none yet, under a file lock beside it.
+
+    Two queued experiments starting at once against a new store would both run MLflow's
+    schema migration, and one fails ("Online migration expected to match one row").
+    """
+    path = uri[len("sqlite:///") :].split("?")[0] if uri.startswith("sqlite:///") else ""
+    if not path or uri in _READY_SQLITE:
+        return
+    import mlflow
+
+    db = Path(path)
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(f"{db.name}-lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or the process dies
+        client = mlflow.MlflowClient(uri, registry_uri=uri)
+        client.search_experiments(max_results=1)  # the tracking store creates its tables
+        client.search_registered_models(max_results=1)  # and the registry's store checks them
+    _READY_SQLITE.add(uri)
 
 
 def use_store(params: MlflowParams, root: Path) -> str:
@@ -41,6 +89,9 @@ def use_store(params: MlflowParams, root: Path) -> str:
     import mlflow
 
     uri = tracking_uri(params, root)
+    if uri_secrets(uri):
+        # MLflow prints "View run at <store URL>" after each run, password included.
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     previous = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
     # MLflow exports the URI to the environment, where it would outrank the params of the
@@ -57,7 +108,11 @@ def setup(params: MlflowParams, root: Path) -> str:
     import mlflow
 
     uri = use_store(params, root)
-    experiment = mlflow.get_experiment_by_name(params.experiment)
+    _ready_sqlite_store(uri)
+    try:
+        experiment = mlflow.get_experiment_by_name(params.experiment)
+    except Exception as exc:  # the store's own errors: HTTP, SQL drivers, missing packages
+        raise unusable(uri, exc) from None
     if experiment is not None:
         return experiment.experiment_id
     # A database store would put artifacts under the *current* directory: pin them to the
@@ -82,8 +137,8 @@ def git_commit(root: Path) -> str | None:
 
 
 def run_tags(root: Path) -> dict[str, str]:
-    """Lineage tags: git commit, and the DVC experiment this run belongs to, if any."""
-    tags = {"mlflow.source.type": "PROJECT", "mlflow.source.name": "dvc repro"}
+    """Lineage tags: git commit, the DVC experiment this run belongs to, if any, and the process writing it."""
+    tags = {"mlflow.source.type": "PROJECT", "mlflow.source.name": "dvc repro", **process_tags()}
     commit = git_commit(root)
     if commit:
         tags["mlflow.source.git.commit"] = commit
@@ -102,9 +157,15 @@ def reopen_run(run_id: str | None, experiment_id: str, root: Path):
     if run_id:
         try:
             mlflow.get_run(run_id)
+            # This process takes the run over before it is RUNNING again: a check for runs
+            # abandoned by dead processes never sees it running under its previous process.
+            tags = [mlflow.entities.RunTag(k, v) for k, v in process_tags().items()]
+            mlflow.MlflowClient().log_batch(run_id, tags=tags)
             return mlflow.start_run(run_id=run_id)
         except mlflow.exceptions.MlflowException:
-            log.warning("MLflow run %s is not in %s; logging to a new run", run_id, mlflow.get_tracking_uri())
+            log.warning(
+                "MLflow run %s is not in %s; logging to a new run", run_id, shown(mlflow.get_tracking_uri())
+            )
     run = mlflow.start_run(experiment_id=experiment_id, tags=run_tags(root))
     if run_id:
         mlflow.set_tag("fishseg.training_run_id", run_id)

@@ -1,1 +1,1 @@
-"""The train stage: loaders, augmentation, losses, the training loop, resume state, torchrun/DDP."""
+"""The train stage: runtime, loaders, augmentation, losses, the engine, the loop, resume state, torchrun/DDP."""

@@ -33,7 +33,9 @@ def build_augmentation(params: AugmentParams, size: tuple[int, int]) -> A.Compos
                 p=params.rotate_p if params.rotate_limit > 0 else 0.0,
             ),
             # A 90-degree turn swaps height and width; the archive resized back to the frame.
-            A.Resize(height, width, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST),
+            # The mask is resized like the image (linear, centre-aligned; {0,1} stays {0,1}):
+            # nearest would shift it against the image by a fraction of a pixel.
+            A.Resize(height, width, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_LINEAR),
             A.RandomBrightnessContrast(
                 brightness_limit=params.brightness_contrast,
                 contrast_limit=params.brightness_contrast,

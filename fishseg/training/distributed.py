@@ -68,13 +68,6 @@ def shutdown(d: Dist) -> None:
         _control_group = None
 
 
-def all_reduce_sum(t: torch.Tensor, d: Dist) -> torch.Tensor:
-    """Sum a tensor over ranks (identity in one process)."""
-    if d.enabled:
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t
-
-
 def broadcast_flag(flag: bool, d: Dist) -> bool:
     """True on every rank if it is true on any (a stop request seen by one rank stops all)."""
     if not d.enabled:

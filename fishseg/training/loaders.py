@@ -8,16 +8,26 @@ is reproducible whatever the number of workers and after a resume.
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import random
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import albumentations as A
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from fishseg.dataset.arrays import PreparedSplit
+from fishseg.dataset.arrays import PreparedSplit, load_split
+from fishseg.errors import FishsegError
+from fishseg.params import Params
+from fishseg.paths import Paths
+from fishseg.training.augment import build_augmentation
+from fishseg.training.runtime import Runtime
+
+log = logging.getLogger(__name__)
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -116,3 +126,51 @@ def make_loader(
         prefetch_factor=4 if num_workers > 0 else None,
         drop_last=drop_last,
     )
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """What training reads: the train and val splits and the train split's statistics."""
+
+    train: PreparedSplit
+    val: PreparedSplit
+    stats: dict
+
+    @property
+    def ids(self) -> dict[str, list[str]]:
+        return {"train": self.train.ids, "val": self.val.ids}
+
+
+def load_training_data(paths: Paths) -> TrainingData:
+    """The prepared train/val arrays and ``data/stats.json``; a clear error when a stage has not run."""
+    if not paths.stats_json.is_file():
+        raise FishsegError(f"{paths.stats_json}: missing; run the stats stage first (dvc repro stats)")
+    stats = json.loads(paths.stats_json.read_text())
+    data = TrainingData(load_split(paths, "train"), load_split(paths, "val"), stats)
+    if len(data.train) == 0:
+        raise FishsegError("the train split is empty; add data or lower split.val/split.test")
+    if len(data.val) == 0:
+        log.warning("the val split is empty; the model of the last epoch is kept")
+    return data
+
+
+def build_loaders(params: Params, data: TrainingData, runtime: Runtime) -> tuple[DataLoader, DataLoader]:
+    """Train (augmented, shuffled, padded shards) and val (in order, each item once) loaders."""
+    train, d = params.train, runtime.dist
+    train_loader = make_loader(
+        SegmentationDataset(data.train, build_augmentation(params.augment, params.data.image_size)),
+        EpochSampler(len(data.train), shuffle=True, seed=train.seed, rank=d.rank, world_size=d.world_size),
+        batch_size=train.batch_size,
+        num_workers=runtime.workers,
+        pin_memory=runtime.pin_memory,
+    )
+    val_loader = make_loader(
+        SegmentationDataset(data.val),
+        EpochSampler(
+            len(data.val), shuffle=False, seed=train.seed, rank=d.rank, world_size=d.world_size, pad=False
+        ),
+        batch_size=train.batch_size,
+        num_workers=min(runtime.workers, 2),
+        pin_memory=runtime.pin_memory,
+    )
+    return train_loader, val_loader

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 import torch
 from segmentation_models_pytorch.losses import DiceLoss, FocalLoss
 from torch import nn
 
-LOSSES = ("dice_bce", "dice", "bce", "focal_dice")
+from fishseg.params import LossName
+
+LOSSES: tuple[str, ...] = get_args(LossName)
 
 
 class SumOfLosses(nn.Module):
