@@ -5,8 +5,8 @@ Groups datasets/realfish as the split stage does and writes two PNGs:
 * ``largest_groups.png``: the largest groups, one row each (photos of one group should
   show one specimen in one place, or copies of one photo);
 * ``nearest_unjoined.png``: the candidate pairs closest to being joined that were not,
-  side by side with their score over the cut (1.0 is the cut; "copy" or "scene" says
-  which test came closest).
+  side by side with their score over the cut (1.0 is the cut; "copy", "scene" or
+  "specimen" says which test came closest).
 
     python benchmarks/grouping_sheet.py [--out grouping_sheets] [--groups 8] [--pairs 16] [--threshold 1.0]
 """
@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 from grouping_real import REALFISH, load_realfish
 
-from fishseg.dataset.grouping import candidate_links, group_ids
+from fishseg.dataset.grouping import LINK_KINDS, candidate_links, group_ids
 
 THUMB = (236, 178)  # (w, h) of each photo on the sheets
 PER_ROW = 6
@@ -88,7 +88,7 @@ def main() -> None:
             continue
         shown.add(key)
         a, b = int(links.first[k]), int(links.second[k])
-        kind = "scene" if links.scene[k] else "copy"
+        kind = LINK_KINDS[links.kind[k]]
         rows.append([thumbnail(ids[a], ids[a]), thumbnail(ids[b], ids[b])])
         titles.append(f"{kind} score / cut = {links.ratio[k]:.2f}")
         if len(rows) == args.pairs:

@@ -26,7 +26,6 @@ from tests._hostile import (
     untouched,
 )
 from tests.helpers import make_good_raw, tiny, write_params, write_prepared
-from tests.test_server import server  # noqa: F401 - the real tracking server fixture
 
 SECRET = "S3cret-pw"
 

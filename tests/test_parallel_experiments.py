@@ -19,9 +19,7 @@ import pytest
 
 from fishseg.tracking.registry import CHAMPION, SCORE_TAG
 
-from .helpers import tiny, write_params
-from .test_pipeline import BIN, _copy_repo, _dvc, _run
-from .test_server import server  # noqa: F401  (the tracking server fixture)
+from .helpers import BIN, copy_repo, dvc, run_tool, tiny, write_params
 
 pytestmark = pytest.mark.slow
 
@@ -34,13 +32,13 @@ LOCK_ERRORS = re.compile(r"database is locked|OperationalError|Traceback|RESOURC
 
 def _project(root: Path, tracking_uri: str | None) -> Path:
     """The repository in ``root`` with tiny params that register every evaluated model."""
-    _copy_repo(root)
+    copy_repo(root)
     params = tiny(mlflow={"log_model": True, "register_model": MODEL_NAME, "tracking_uri": tracking_uri})
     write_params(root, params)
-    _run(["git", "init", "-q"], cwd=root)
-    _dvc("repro", "stats", cwd=root)  # the data, once: the experiments take it from the cache
+    run_tool(["git", "init", "-q"], cwd=root)
+    dvc("repro", "stats", cwd=root)  # the data, once: the experiments take it from the cache
     for cmd in (["add", "-A"], ["commit", "-qm", "baseline"]):
-        _run(["git", *cmd], cwd=root)
+        run_tool(["git", *cmd], cwd=root)
     return root
 
 
@@ -52,7 +50,7 @@ def _env() -> dict[str, str]:
 
 def _queue_status(root: Path) -> dict[str, str]:
     """``dvc queue status``: experiment name -> Queued | Running | Success | Failed."""
-    out = _dvc("queue", "status", cwd=root).stdout
+    out = dvc("queue", "status", cwd=root).stdout
     names = [f"par-{seed}" for seed in SEEDS]
     return {
         words[1]: words[-1]
@@ -64,7 +62,7 @@ def _queue_status(root: Path) -> dict[str, str]:
 def _run_queue(root: Path) -> dict[str, str]:
     """Queue one experiment per seed, run them two at a time, wait; the final statuses."""
     for seed in SEEDS:
-        _dvc("exp", "run", "--queue", "--name", f"par-{seed}", "-S", f"train.seed={seed}", cwd=root)
+        dvc("exp", "run", "--queue", "--name", f"par-{seed}", "-S", f"train.seed={seed}", cwd=root)
     started = time.monotonic()
     # The workers it starts keep its stdout and stderr open: a file, not a pipe to wait on.
     with (root.parent / "queue-start.log").open("w") as log:
@@ -83,7 +81,7 @@ def _run_queue(root: Path) -> dict[str, str]:
 
 def _experiment_metrics(root: Path) -> dict[str, float]:
     """Test IoU of each experiment, as DVC recorded it."""
-    shown = json.loads(_dvc("exp", "show", "--json", cwd=root).stdout)
+    shown = json.loads(dvc("exp", "show", "--json", cwd=root).stdout)
     ious = {}
     for baseline in shown:
         for exp in baseline.get("experiments") or []:
@@ -119,9 +117,9 @@ def test_queued_experiments_two_at_a_time_are_recorded_and_crown_the_best(store,
     try:
         status = _run_queue(root)
     finally:
-        _dvc("queue", "stop", "--kill", cwd=root, check=False)  # nothing left running, even on failure
+        dvc("queue", "stop", "--kill", cwd=root, check=False)  # nothing left running, even on failure
     for seed in SEEDS:
-        logs = _dvc("queue", "logs", f"par-{seed}", cwd=root).stdout
+        logs = dvc("queue", "logs", f"par-{seed}", cwd=root).stdout
         assert not LOCK_ERRORS.search(logs), f"par-{seed}:\n{logs}"
     assert status == {f"par-{seed}": "Success" for seed in SEEDS}
 

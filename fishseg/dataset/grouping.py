@@ -1,4 +1,4 @@
-"""Near-duplicate grouping: copies of one photo, and shots of one scene, share a group id.
+"""Near-duplicate grouping: copies of one photo, shots of one scene, and of one specimen share a group id.
 
 The archive's pairs per species are copies of fewer photos: flipped, rotated by 90
 degrees and resized back to the frame (which stretches one axis and squeezes the other),
@@ -46,7 +46,10 @@ and shading, which move with the camera, are removed. Two backgrounds are compar
 normalised cross-correlation over the part both show, at every shift up to a fifth of
 the frame (FFTs again); at each shift the smaller of the two channels' correlations
 counts, so colour and brightness must line up together, and the score is 1 minus the
-best. Candidates are each photo's nearest neighbours within its species by a blurred
+best. A camera that zoomed between shots scales the fish and its surroundings alike: where
+the fish are alike (within half their cut) and their areas differ as a zoom of 2-25% would
+make them, the background showing the smaller fish is also compared magnified by that
+zoom, and the better score counts. Candidates are each photo's nearest neighbours within its species by a blurred
 thumbnail of its colour detail, outside its own copies.
 
 One place sees many specimens, so the fish must agree too: compared inside the mask in
@@ -59,7 +62,15 @@ pair in 500 reaches, capped at 0.2 (the cap alone with one species). The fish cu
 score a quarter of random pairs of one species reach; a background that matches twice
 as well as its cut allows fish twice as different. Both cuts scale with ``threshold``.
 
-Every candidate pair, of either kind, is put as its score over its cut; groups are the
+The third kind is one specimen, wherever it lay and however the camera moved: its own
+marks, spots and fin edges, compared on a grid along the fish's axes
+(``fishseg.dataset.specimen``), among the candidates of both other tests. Fish of one
+species can look alike to the last detail the images keep, so the background weighs in:
+on a background within 1.25 times its cut the fish's score over its cut decides alone;
+further off, the two multiply, so a background five times its cut needs a fish four times
+under its own.
+
+Every candidate pair, of any kind, is put as its score over its cut; groups are the
 connected components of the pairs under ``threshold``, and a group that holds too much of
 its species is split at a tighter one.
 """
@@ -75,6 +86,8 @@ import numpy as np
 import scipy.fft
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
+
+from fishseg.dataset.specimen import specimen_cut, specimen_distances, specimen_grids
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +142,10 @@ _SCENE_THUMB = (16, 12)  # thumbnail for the candidates, and its blur (of the wo
 _SCENE_THUMB_BLUR = 3 / 64
 _SCENE_NEIGHBOURS = 10  # candidates per image, outside its own copies
 _SCENE_RANDOM = 2  # random partners per image, for the fish cut
+# A zoom of the camera between these factors (linear) is tried, as the fish's sizes say.
+_SCENE_MIN_ZOOM = 1.02
+_SCENE_MAX_ZOOM = 1.25
+_SCENE_ZOOM_FISH = 0.5  # for scene candidates whose fish score is under this many fish cuts
 _SCENE_SPECTRA_AT_ONCE = 2000  # images whose spectra are kept at once (a species' candidates)
 # The background cut: a quantile of the scores between sampled photos and their nearest
 # photos of other species (found as candidates are), capped; the cap alone without them.
@@ -140,6 +157,9 @@ _SCENE_MIN_CUT = 0.01  # even when unrelated photos match closely, near-copies s
 # is this quantile of random same-species pairs' scores.
 _FISH_INSIDE_RADII = np.linspace(0.3, 2.2, 10)
 _FISH_CUT_QUANTILE = 0.25
+# A specimen's detail alone links shots whose backgrounds score up to this many times
+# their cut; further off, the fish's detail must match proportionally better.
+_SPECIMEN_PLACE_SLACK = 1.25
 # One specimen shot from one height keeps its size: area and compactness within ~25%.
 _SCENE_GEOMETRY_TOLERANCE = 0.25
 
@@ -180,34 +200,49 @@ def group_ids(
     return np.argsort(np.argsort(first_at))[inverse].astype(np.int64)
 
 
+# What a link's evidence was: copies of one photo, one scene, one specimen.
+LINK_KINDS = ("copy", "scene", "specimen")
+
+
 class Links(NamedTuple):
     """Candidate pairs (first < second) and each one's score over its cut."""
 
     first: np.ndarray
     second: np.ndarray
     ratio: np.ndarray  # linked when below the threshold
-    scene: np.ndarray  # True: a same-scene candidate; False: a copy candidate
+    kind: np.ndarray  # index into LINK_KINDS
 
 
 def candidate_links(
     images: np.ndarray, masks: np.ndarray, species: np.ndarray, *, threshold: float = DEFAULT_THRESHOLD
 ) -> Links:
-    """Every candidate pair, copies and same scene, with its score over its cut.
+    """Every candidate pair, copies, same scene and same specimen, with its score over its cut.
 
-    Scene candidates are sought outside the copy groups at ``threshold``.
+    Scene candidates are sought outside the copy groups at ``threshold``; the specimen
+    test scores the candidates of both other tests that are not copies already.
     """
     first, second, scores = candidate_scores(images, masks, species)
     cut = copy_cut(scores)
     copied = scores < threshold * cut
     log.info("copies: cut %.2e, %d of %d candidate pairs", threshold * cut, copied.sum(), len(scores))
     copies = _components(len(images), first, second, copied)
-    scene_first, scene_second, scene_ratio = _scene_ratios(images, masks, species, copies)
+    backgrounds = _Backgrounds.of(images, masks, species)
+    scene_first, scene_second, scene_ratio = _scene_ratios(images, masks, species, copies, backgrounds)
     log.info("same scene: %d of %d candidate pairs", (scene_ratio < threshold).sum(), len(scene_ratio))
+    spec_first, spec_second, spec_ratio = _specimen_ratios(
+        images,
+        masks,
+        copies,
+        (np.concatenate([first, scene_first]), np.concatenate([second, scene_second])),
+        backgrounds,
+        threshold,
+    )
+    log.info("same specimen: %d of %d candidate pairs", (spec_ratio < threshold).sum(), len(spec_ratio))
     return Links(
-        np.concatenate([first, scene_first]),
-        np.concatenate([second, scene_second]),
-        np.concatenate([scores / cut, scene_ratio]).astype(np.float32),
-        np.repeat([False, True], [len(scores), len(scene_ratio)]),
+        np.concatenate([first, scene_first, spec_first]),
+        np.concatenate([second, scene_second, spec_second]),
+        np.concatenate([scores / cut, scene_ratio, spec_ratio]).astype(np.float32),
+        np.repeat(np.arange(3, dtype=np.int8), [len(scores), len(scene_ratio), len(spec_ratio)]),
     )
 
 
@@ -310,8 +345,34 @@ def copy_cut(scores: np.ndarray) -> float:
     return float(np.clip(cut, *_CUT_RANGE))
 
 
+class _Backgrounds(NamedTuple):
+    """Every photo's background detail, where it is valid, its thumbnail, and the background cut."""
+
+    detail: np.ndarray
+    valid: np.ndarray
+    thumbs: np.ndarray
+    areas: np.ndarray  # of the fish, in pixels: a zoom of the camera scales them
+    cut: float
+    null: tuple[np.ndarray, np.ndarray]  # pairs of photos of different species (``_null_pairs``)
+
+    @classmethod
+    def of(cls, images: np.ndarray, masks: np.ndarray, species: np.ndarray) -> _Backgrounds:
+        detail, valid = _scene_arrays(images, masks)
+        thumbs = _scene_thumbnails(detail, valid)
+        areas = (np.asarray(masks) > 0).sum((1, 2))
+        cut = _scene_cut(detail, valid, thumbs, species)
+        return cls(detail, valid, thumbs, areas, cut, _null_pairs(thumbs, species))
+
+    def scores(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        """Background scores of pairs (i, j): the better of as shot and zoomed as the fish say."""
+        return np.minimum(
+            _scene_distances(self.detail, self.valid, i, j),
+            _zoomed_scene_distances(self.detail, self.valid, self.areas, i, j),
+        )
+
+
 def _scene_ratios(
-    images: np.ndarray, masks: np.ndarray, species: np.ndarray, copies: np.ndarray
+    images: np.ndarray, masks: np.ndarray, species: np.ndarray, copies: np.ndarray, backgrounds: _Backgrounds
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Candidate same-scene pairs within each species, as (first, second, ratio).
 
@@ -320,9 +381,7 @@ def _scene_ratios(
     its cut (infinite when the fish differ in size), the ratio is max(b, b * f): the pair
     is a near-duplicate when it is under the threshold.
     """
-    detail, valid = _scene_arrays(images, masks)
-    thumbs = _scene_thumbnails(detail, valid)
-    background_cut = _scene_cut(detail, valid, thumbs, species)
+    detail, valid, thumbs, _, background_cut, _ = backgrounds
     found = []
     for name in np.unique(species):
         idx = np.flatnonzero(species == name)
@@ -339,6 +398,10 @@ def _scene_ratios(
     first, second, background, fish, random_fish = (np.concatenate(x) for x in zip(*found, strict=True))
     finite = random_fish[np.isfinite(random_fish)]
     fish_cut = max(float(np.quantile(finite, _FISH_CUT_QUANTILE)), 1e-12) if len(finite) else 1e-12
+    # A zoomed camera is tried where the fish are alike (the background alone never links).
+    alike = np.flatnonzero(fish < _SCENE_ZOOM_FISH * fish_cut)
+    zoomed = _zoomed_scene_distances(detail, valid, backgrounds.areas, first[alike], second[alike])
+    background[alike] = np.minimum(background[alike], zoomed)
     log.info("same scene: background cut %.3f, fish cut %.2e", background_cut, fish_cut)
     # The background must be under its cut, and the fish under theirs divided by how far
     # the background is under its own: a background that matches twice as well allows
@@ -356,16 +419,63 @@ def _scene_cut(detail: np.ndarray, valid: np.ndarray, thumbs: np.ndarray, specie
     species, picked as candidates are, and the cut is the score that one such pair in 500
     reaches, within [_SCENE_MIN_CUT, _SCENE_MAX_CUT] (the upper bound alone with one species).
     """
+    i, j = _null_pairs(thumbs, species)
+    if len(i) == 0:
+        return _SCENE_MAX_CUT
+    scores = _scene_distances(detail, valid, i, j)
+    return min(max(float(np.quantile(scores, _SCENE_NULL_QUANTILE)), _SCENE_MIN_CUT), _SCENE_MAX_CUT)
+
+
+def _null_pairs(thumbs: np.ndarray, species: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs known to show different specimens: a seeded sample of photos and their nearest of other species.
+
+    Nearest by the background thumbnails, as scene candidates are picked, so that some
+    of the pairs were shot in one place. Empty with fewer than two species.
+    """
     n = len(species)
     if len(np.unique(species)) < 2:
-        return _SCENE_MAX_CUT
+        empty = np.zeros(0, np.int64)
+        return empty, empty
     rng = np.random.default_rng(n)
     sample = np.sort(rng.choice(n, min(n, _SCENE_NULL_PHOTOS), replace=False))
     i, j = _nearest_outside(thumbs[sample], thumbs, species[sample][:, None] == species[None, :])
-    scores = _scene_distances(detail, valid, sample[i], j)
-    if len(scores) == 0:
-        return _SCENE_MAX_CUT
-    return min(max(float(np.quantile(scores, _SCENE_NULL_QUANTILE)), _SCENE_MIN_CUT), _SCENE_MAX_CUT)
+    return sample[i], j
+
+
+def _specimen_ratios(
+    images: np.ndarray,
+    masks: np.ndarray,
+    copies: np.ndarray,
+    candidates: tuple[np.ndarray, np.ndarray],
+    backgrounds: _Backgrounds,
+    threshold: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Candidate same-specimen pairs as (first, second, ratio).
+
+    ``candidates`` (pairs within species) are scored unless one copy group holds both or
+    their fish differ in shape.
+    With s the fish's detail score over its cut (``fishseg.dataset.specimen``; the null
+    pairs of different species give the cut) and b the background score over its cut,
+    the ratio is max(s, s * b / _SPECIMEN_PLACE_SLACK): the background need not match, but
+    the further it is from matching the better the fish must. Fish of one species can
+    look alike to the last detail the images keep; elsewhere on the table, only a closer
+    match tells one specimen from its look-alikes.
+    """
+    first, second = _unique_pairs(*candidates, len(images))
+    # Not copies already, and fish of one shape (compactness; a zoom leaves it, unlike the area).
+    compactness = _compactness(masks)
+    keep = copies[first] != copies[second]
+    keep &= np.abs(compactness[first] - compactness[second]) < _SCENE_GEOMETRY_TOLERANCE
+    first, second = first[keep], second[keep]
+    grids, valid = specimen_grids(images, masks)
+    cut = specimen_cut(specimen_distances(grids, valid, *backgrounds.null))
+    ratio = specimen_distances(grids, valid, first, second) / cut
+    log.info("same specimen: cut %.3f", cut)
+    # Only pairs that could link need their backgrounds compared.
+    close = np.flatnonzero(ratio < max(threshold, 1.0))
+    place = backgrounds.scores(first[close], second[close]) / backgrounds.cut
+    ratio[close] = np.maximum(ratio[close], ratio[close] * place / _SPECIMEN_PLACE_SLACK)
+    return first, second, ratio.astype(np.float32)
 
 
 def pair_quality(pred: Sequence[int], true: Sequence[int]) -> tuple[float, float]:
@@ -578,6 +688,50 @@ def _scene_distances(
     return out
 
 
+def _zoomed_scene_distances(
+    detail: np.ndarray, valid: np.ndarray, areas: np.ndarray, i: np.ndarray, j: np.ndarray
+) -> np.ndarray:
+    """``_scene_distances`` of pairs (i, j) with the camera zoomed as the fish's size says (else inf).
+
+    A zoom scales the fish and its surroundings alike: where the fish's areas differ by a
+    zoom between _SCENE_MIN_ZOOM and _SCENE_MAX_ZOOM, the background of the photo that
+    shows the fish smaller is magnified by that zoom about the frame's centre (the shifts
+    searched cover a zoom about any point near it) and compared. ``areas`` are the fish's
+    areas in pixels.
+    """
+    out = np.full(len(i), np.inf, np.float32)
+    zoom = np.sqrt(np.maximum(areas[j], 1) / np.maximum(areas[i], 1))
+    factor = np.maximum(zoom, 1 / zoom)
+    todo = np.flatnonzero((factor > _SCENE_MIN_ZOOM) & (factor < _SCENE_MAX_ZOOM))
+    h, w = valid.shape[1:]
+    chunk = 512
+    for start in range(0, len(todo), chunk):
+        pick = todo[start : start + chunk]
+        smaller = np.where(zoom[pick] >= 1, i[pick], j[pick])
+        larger = np.where(zoom[pick] >= 1, j[pick], i[pick])
+        zoomed_detail, zoomed_valid = _magnified(detail[smaller], valid[smaller], factor[pick])
+        both_detail = np.concatenate([zoomed_detail, detail[larger]])
+        both_valid = np.concatenate([zoomed_valid, valid[larger]])
+        pairs = np.arange(len(pick))
+        out[pick] = _scene_distances(both_detail, both_valid, pairs, pairs + len(pick))
+    return out
+
+
+def _magnified(detail: np.ndarray, valid: np.ndarray, factors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Background detail (K,2,h,w) and validity (K,h,w) magnified about the centre, detail re-centred."""
+    h, w = valid.shape[1:]
+    out_detail = np.empty_like(detail)
+    out_valid = np.empty_like(valid)
+    for k, factor in enumerate(factors):
+        m = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), 0.0, float(factor))
+        ok = cv2.warpAffine(valid[k].astype(np.float32), m, (w, h), flags=cv2.INTER_LINEAR) > 0.999
+        for c in range(detail.shape[1]):
+            band = cv2.warpAffine(detail[k, c], m, (w, h), flags=cv2.INTER_LINEAR) * ok
+            out_detail[k, c] = band - ok * (band.sum() / max(ok.sum(), 1))
+        out_valid[k] = ok
+    return out_detail, out_valid
+
+
 def _fish_distances(
     images: np.ndarray, masks: np.ndarray, i: np.ndarray, j: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -601,6 +755,17 @@ def _fish_distances(
     resized = (np.abs(geometry[i] - geometry[j]) >= _SCENE_GEOMETRY_TOLERANCE).any(1)
     scores[: len(i)][resized] = np.inf
     return scores[: len(i)], scores[len(i) :]
+
+
+def _compactness(masks: np.ndarray) -> np.ndarray:
+    """log(det(C) / area^2) of each mask, C its covariance: its shape, whatever its size (as ``_fish_frames``)."""
+    out = np.zeros(len(masks))
+    for k, mask in enumerate(masks):
+        m = cv2.moments(np.ascontiguousarray(mask, dtype=np.uint8), binaryImage=True)
+        area = max(m["m00"], 1.0)
+        cov = np.array([[m["mu20"], m["mu11"]], [m["mu11"], m["mu02"]]]) / area + np.eye(2) / 12
+        out[k] = np.log(np.linalg.det(cov)) - 2 * np.log(area)
+    return out
 
 
 def _nearest_outside(
