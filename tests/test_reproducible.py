@@ -19,6 +19,8 @@ import torch
 
 from fishseg.device import CPU_PINS, pin_cpu_runtime
 from fishseg.errors import FishsegError
+from fishseg.params import TrainParams
+from fishseg.training.optim import build_optimizer
 from fishseg.training.state import fingerprint
 
 from .helpers import REPO, tiny, write_params, write_prepared
@@ -57,6 +59,29 @@ def test_runtime_refuses_an_environment_pinned_too_late(monkeypatch):
     assert pin_cpu_runtime(False) == (
         f"native-{torch.backends.cpu.get_cpu_capability().lower()}-{torch.get_num_threads()}t"
     )
+
+
+def test_the_option_steps_adamw_with_the_fused_kernel_and_the_same_maths():
+    # The per-tensor AdamW takes its square root from MKL's vector maths (CPU-dependent
+    # last bits); the fused kernel computes the same update with the CPU's exact sqrt.
+    def flat(net: torch.nn.Module) -> torch.Tensor:
+        return torch.cat([p.detach().flatten() for p in net.parameters()])
+
+    weights = {}
+    for reproducible in (False, True):
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 1, 1))
+        start = flat(net).clone()
+        optimizer = build_optimizer(net, TrainParams(reproducible=reproducible, lr=1e-2))
+        assert bool(optimizer.param_groups[0]["fused"]) is reproducible
+        for step in range(5):
+            torch.manual_seed(100 + step)
+            net(torch.randn(2, 3, 16, 16)).square().mean().backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        weights[reproducible] = flat(net)
+        assert not torch.equal(weights[reproducible], start)
+    torch.testing.assert_close(weights[True], weights[False], rtol=1e-5, atol=1e-6)
 
 
 def test_switching_the_option_starts_training_fresh():
