@@ -111,6 +111,7 @@ class TrainParams(BaseModel):
     device: str = "auto"
     num_workers: int | Literal["auto"] = "auto"
     deterministic: bool = True
+    reproducible: bool = False
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     channels_last: bool = True
     compile: bool = False

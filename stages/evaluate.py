@@ -14,6 +14,9 @@ from fishseg.cli import log, run_stage
 
 
 def body(params, paths, args):
+    from fishseg.device import prepare_cpu_numerics
+
+    prepare_cpu_numerics(params.train.reproducible)  # before torch is imported
     from fishseg.evaluation.evaluate import evaluate
 
     metrics = evaluate(params, paths)

@@ -23,6 +23,9 @@ from fishseg.cli import log, run_stage
 
 
 def body(params, paths, args):
+    from fishseg.device import prepare_cpu_numerics
+
+    prepare_cpu_numerics(params.train.reproducible)  # before torch is imported
     from fishseg.training import launch
 
     if launch.needs_launch(params.train):

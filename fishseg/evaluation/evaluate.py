@@ -22,7 +22,7 @@ import torch
 
 from fishseg.dataset.arrays import PreparedSplit, load_split, read_index
 from fishseg.dataset.index import read_mask
-from fishseg.device import resolve_precision, select_device
+from fishseg.device import pin_cpu_runtime, resolve_precision, select_device
 from fishseg.errors import FishsegError
 from fishseg.evaluation.metrics import scores, summarize
 from fishseg.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text
@@ -199,6 +199,7 @@ def evaluate(params: Params, paths: Paths, *, progress: bool = True) -> dict[str
     test = load_split(paths, "test")
     if len(test) == 0:
         raise FishsegError("the test split is empty; raise split.test or add data")
+    pin_cpu_runtime(params.train.reproducible)
     device = select_device(params.train.device)
     model, _ = load_inference_model(paths.model_dir, device)
     forward = Forward(model.normalize, device, resolve_precision(params.train.precision, device))

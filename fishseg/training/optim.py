@@ -12,9 +12,15 @@ from fishseg.params import TrainParams
 
 
 def build_optimizer(model: nn.Module, train: TrainParams) -> torch.optim.Optimizer:
-    """AdamW over the trainable parameters (a frozen encoder has none)."""
+    """AdamW over the trainable parameters (a frozen encoder has none).
+
+    With ``train.reproducible`` the fused kernel does the update: its square root is the
+    CPU's own, exact on every CPU, where the per-tensor one goes through MKL's vector
+    maths, whose result depends on the CPU even on MKL's portable code path.
+    """
     trainable = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.AdamW(trainable, lr=train.lr, weight_decay=train.weight_decay)
+    fused = True if train.reproducible else None
+    return torch.optim.AdamW(trainable, lr=train.lr, weight_decay=train.weight_decay, fused=fused)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, train: TrainParams, steps_per_epoch: int) -> Any:

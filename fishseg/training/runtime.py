@@ -10,7 +10,13 @@ from dataclasses import dataclass
 
 import torch
 
-from fishseg.device import default_workers, resolve_precision, seed_everything, select_device
+from fishseg.device import (
+    default_workers,
+    pin_cpu_runtime,
+    resolve_precision,
+    seed_everything,
+    select_device,
+)
 from fishseg.params import TrainParams
 from fishseg.training import distributed
 from fishseg.training.distributed import Dist
@@ -24,6 +30,7 @@ class Runtime:
     channels_last: bool  # NHWC memory format (GPU only)
     workers: int  # loader worker processes
     pin_memory: bool  # page-locked batches: faster, asynchronous copies to the GPU
+    cpu_numerics: str  # how CPU kernels were chosen (train.reproducible), for the run record
 
 
 def start(train: TrainParams) -> Runtime:
@@ -34,6 +41,7 @@ def start(train: TrainParams) -> Runtime:
     distributed.quiet_other_ranks(d)
     # A seed per rank; DDP gives every rank rank 0's initial weights all the same.
     seed_everything(train.seed + d.rank, train.deterministic)
+    cpu_numerics = pin_cpu_runtime(train.reproducible)
     cuda = device.type == "cuda"
     if cuda and not train.deterministic:
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -48,6 +56,7 @@ def start(train: TrainParams) -> Runtime:
         channels_last=train.channels_last and cuda,
         workers=workers,
         pin_memory=cuda,
+        cpu_numerics=cpu_numerics,
     )
 
 

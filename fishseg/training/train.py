@@ -47,7 +47,12 @@ def train(params: Params, paths: Paths, *, progress: bool = True) -> dict[str, A
     engine.distribute(params.train.compile)
     run = None
     if rt.dist.is_main:
-        extra = {"data.n_train": len(data.train), "data.n_val": len(data.val), "device": str(rt.device)}
+        extra = {
+            "data.n_train": len(data.train),
+            "data.n_val": len(data.val),
+            "device": str(rt.device),
+            "cpu_numerics": rt.cpu_numerics,
+        }
         run = start_training_run(params, paths.root, start.progress.run_id, extra)
         start.progress.run_id = run.info.run_id
     loop = EpochLoop(
