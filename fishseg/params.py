@@ -69,7 +69,7 @@ class DataParams(BaseModel):
     @classmethod
     def _non_empty(cls, value: str) -> str:
         if not value.strip():
-            raise ValueError("must be 'synthetic', 'kaggle' or a path to a .zip or folder")
+            raise ValueError("must be 'realfish', 'synthetic', 'kaggle' or a path to a .zip or folder")
         return value
 
 

@@ -31,6 +31,22 @@ def store_root(root: Path | None = None) -> Path:
     return root
 
 
+# Datasets shipped in the repository, by the name ``data.source`` gives them.
+EMBEDDED_SOURCES = {"realfish": Path("datasets") / "realfish"}
+
+
+def source_path(source: str, root: Path) -> Path:
+    """Where a ``data.source`` that is not ``synthetic`` or ``kaggle`` lives on disk.
+
+    An embedded dataset's name maps to its folder in the project; a relative path is
+    taken from the project root (where DVC runs the stages), whatever the current directory.
+    """
+    if source in EMBEDDED_SOURCES:
+        return root / EMBEDDED_SOURCES[source]
+    path = Path(source).expanduser()
+    return path if path.is_absolute() else root / path
+
+
 @dataclass(frozen=True)
 class Paths:
     """The pipeline's files, relative to a project root.

@@ -31,10 +31,20 @@ def tiny_overrides() -> dict:
     """The real params, shrunk to run in seconds on a 2-core CPU."""
     return {
         "data": {
+            "source": "synthetic",
             "image_size": [32, 32],
             "synthetic": {"photos_per_species": 2, "copies_per_photo": 3, "width": 64, "height": 48},
         },
-        "train": {"epochs": 2, "batch_size": 4, "num_workers": 0, "device": "cpu", "warmup_epochs": 0},
+        "split": {"val": 0.15, "test": 0.15},
+        "model": {"encoder": "mobilenet_v2", "encoder_weights": None},
+        "train": {
+            "epochs": 2,
+            "batch_size": 4,
+            "num_workers": 0,
+            "device": "cpu",
+            "warmup_epochs": 0,
+            "reproducible": False,
+        },
         "plot": {"grid_rows": 2, "dpi": 40},
         "mlflow": {"log_model": False},
     }

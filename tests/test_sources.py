@@ -444,3 +444,24 @@ def test_snapshot_helper_sees_changes(tmp_path: Path) -> None:
     before = make_good_raw(tmp_path / "raw")
     (tmp_path / "raw" / "marker.txt").write_text("changed\n")
     assert snapshot(tmp_path / "raw") != before
+
+
+def test_embedded_real_photos_by_name(tmp_path: Path):
+    """``realfish`` is the folder shipped in the repository, found from the project root."""
+    from .helpers import REPO
+
+    raw = Paths(tmp_path).raw_dir
+    summary = fetch(DataParams(source="realfish"), raw, root=REPO, progress=False)
+    assert summary["source"] == "realfish"
+    assert Path(summary["location"]) == REPO / "datasets" / "realfish"
+    assert len(summary["pairs"]) == 9 and sum(summary["pairs"].values()) == 252
+    assert summary["pairs"]["Hourse Mackerel"] == len(list(image_dir(raw, "Hourse Mackerel").iterdir()))
+
+
+def test_a_relative_source_is_taken_from_the_project_root(tmp_path: Path, monkeypatch):
+    project = tmp_path / "project"
+    generic_dataset(project / "photos", SPECIES)
+    monkeypatch.chdir(tmp_path)  # not the project: the path still means project/photos
+    summary = fetch(DataParams(source="photos"), Paths(project).raw_dir, root=project, progress=False)
+    assert summary["pairs"] == SPECIES
+    assert Path(summary["location"]) == project / "photos"

@@ -1,6 +1,7 @@
 """Bring the dataset from ``data.source`` into ``work/raw``, in one canonical layout.
 
-Sources: ``synthetic`` (the built-in generator), ``kaggle`` (the Kaggle API), or a path
+Sources: ``synthetic`` (the built-in generator), ``realfish`` (the 252 real photos shipped
+in ``datasets/realfish``), ``kaggle`` (the Kaggle API), or a path
 to a ``.zip``/``.tar(.gz)`` archive or a folder. Whatever comes in, ``work/raw`` ends up
 as the Kaggle archive's layout (:mod:`fishseg.sources.layout`)::
 
@@ -38,6 +39,7 @@ from fishseg.errors import FishsegError
 from fishseg.fsutil import atomic_dir, check_free_space
 from fishseg.images import check_image_file
 from fishseg.params import DataParams
+from fishseg.paths import EMBEDDED_SOURCES, source_path
 from fishseg.progress import progress_bar
 from fishseg.sources.archive import Limits, SourceTree, open_tree
 from fishseg.sources.layout import (
@@ -327,13 +329,15 @@ def _fetch_kaggle(
     return _materialize(tree, found, out, staging / "convert", data.max_image_pixels, progress=progress)
 
 
-def fetch(data: DataParams, raw_dir: Path, *, progress: bool = True) -> dict:
+def fetch(data: DataParams, raw_dir: Path, *, root: Path | None = None, progress: bool = True) -> dict:
     """Bring the dataset from ``data.source`` into ``raw_dir`` in the canonical layout, atomically.
 
     Work happens in a temp folder beside ``raw_dir``, which replaces it only when
     everything succeeded and the layout check passed; on any failure the previous
     ``raw_dir`` is untouched and no temp folder remains. Returns a small summary:
-    source kind and location, layout found, pairs per species, notes.
+    source kind and location, layout found, pairs per species, notes. A relative path
+    in ``data.source`` and the embedded datasets (``realfish``) are found from ``root``
+    (the project root; the current directory by default).
     """
     raw_dir = Path(raw_dir)
     source = data.source.strip()
@@ -346,7 +350,7 @@ def fetch(data: DataParams, raw_dir: Path, *, progress: bool = True) -> dict:
         parse_dataset(data.kaggle_dataset)
         creds = authenticate()
     elif source != "synthetic":
-        tree = open_tree(Path(source).expanduser(), Limits.of(data))
+        tree = open_tree(source_path(source, Path(root or Path.cwd())), Limits.of(data))
 
     with atomic_dir(raw_dir) as tmp:
         # Scratch space (download, files awaiting conversion) inside the temp folder, so
@@ -359,7 +363,8 @@ def fetch(data: DataParams, raw_dir: Path, *, progress: bool = True) -> dict:
             summary.update(_fetch_kaggle(data, tmp, staging, creds, progress=progress))
         else:
             assert tree is not None
-            summary = {"source": tree.kind, "location": str(tree.path)}
+            kind = source if source in EMBEDDED_SOURCES else tree.kind
+            summary = {"source": kind, "location": str(tree.path)}
             summary.update(_fetch_tree(tree, tmp, staging, data.max_image_pixels, progress=progress))
         shutil.rmtree(staging, ignore_errors=True)
         summary["pairs"] = check_layout(tmp)
