@@ -8,7 +8,9 @@ one sitting ("=" and "~": also turned over, moved, or the camera moved more). Pa
 and recall, the groups, and the clusters that the split stage's split (and a few other
 seeds) puts on both sides.
 
-    python benchmarks/grouping_real.py [--size 96 128] [--threshold 1.0] [--seeds 42 0 1 2 3 4]
+    python benchmarks/grouping_real.py [--size 192 256] [--threshold 1.0] [--seeds 42 0 1 2 3 4]
+
+Size, threshold and the split's fractions default to params.yaml's.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 from fishseg.dataset.grouping import group_ids
 from fishseg.dataset.index import Pair, Problem, decode_pairs
 from fishseg.dataset.splitting import assign_splits
+from fishseg.params import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 REALFISH = ROOT / "datasets" / "realfish"
@@ -81,9 +84,10 @@ def straddling(clusters: list[list[int]], splits: np.ndarray) -> list[list[int]]
 
 
 def main() -> None:
+    params = load_params(ROOT / "params.yaml")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, nargs=2, default=(96, 128), metavar=("H", "W"))
-    parser.add_argument("--threshold", type=float, default=1.0)
+    parser.add_argument("--size", type=int, nargs=2, default=params.data.image_size, metavar=("H", "W"))
+    parser.add_argument("--threshold", type=float, default=params.split.group_threshold)
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 0, 1, 2, 3, 4])
     args = parser.parse_args()
 
@@ -129,7 +133,7 @@ def main() -> None:
         for members in apart:
             print("    " + ", ".join(f"{ids[k]} (group {groups[k]})" for k in members))
     for seed in args.seeds:
-        splits = assign_splits(species, groups, val=0.15, test=0.15, seed=seed)
+        splits = assign_splits(species, groups, val=params.split.val, test=params.split.test, seed=seed)
         apart = {kind: straddling(truth[kind], splits) for kind in ("=", "~")}
         line = f"split seed {seed:>2}: {len(apart['='])} of {len(truth['='])} near-identical clusters straddle splits"
         line += f", {len(apart['~'])} of {len(truth['~'])} sitting clusters"

@@ -62,6 +62,15 @@ def front_door(work: Callable[[], int | None]) -> int:
         return 130
 
 
+def run_tool(args: argparse.Namespace, work: Callable[[argparse.Namespace], int | None]) -> int:
+    """A front door's ``main`` after parsing: logging (only in a bare process: a host such as
+    pytest or a notebook keeps its own set-up), no phoning home, errors to exit statuses."""
+    if not logging.getLogger().handlers:
+        setup_logging(getattr(args, "verbose", False))
+    offline_env()
+    return front_door(lambda: work(args))
+
+
 def run_stage(
     description: str,
     body: Callable[[Params, Paths, argparse.Namespace], None],

@@ -3,16 +3,9 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
-import requests
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -30,7 +23,7 @@ import torch  # noqa: E402
 from fishseg.params import Params  # noqa: E402
 from fishseg.paths import Paths  # noqa: E402
 
-from .helpers import tiny, write_prepared  # noqa: E402
+from .helpers import mlflow_process, tiny, write_prepared  # noqa: E402
 
 torch.set_num_threads(1 if XDIST_WORKERS > 1 else 2)
 
@@ -86,68 +79,14 @@ def trained(tmp_path_factory) -> Trained:
 
 # --------------------------------------------------------------------------- a real tracking server
 
-START_TIMEOUT_S = 90
-STOP_TIMEOUT_S = 20
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """SIGTERM to the server's process group (the CLI and its uvicorn worker), SIGKILL if it hangs."""
-    if proc.poll() is not None:
-        return
-    started = time.perf_counter()
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=STOP_TIMEOUT_S)
-    print(f"mlflow server stopped in {time.perf_counter() - started:.1f} s")
-
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """A running tracking server; its URL. Always stopped at the end of the module."""
     root = tmp_path_factory.mktemp("mlflow_server")
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    log_file = (root / "server.log").open("w")
-    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
-    cmd = [
-        str(Path(sys.executable).parent / "mlflow"),
-        "server",
-        "--backend-store-uri",
-        f"sqlite:///{root / 'mlflow.db'}",
-        "--artifacts-destination",
-        str(root / "artifacts"),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-    ]
-    started = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"mlflow server exited ({proc.returncode}):\n{(root / 'server.log').read_text()}")
-            try:
-                if requests.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.perf_counter() - started > START_TIMEOUT_S:
-                pytest.fail(f"mlflow server not healthy after {START_TIMEOUT_S} s")
-            time.sleep(0.25)
-        print(f"mlflow server ready in {time.perf_counter() - started:.1f} s")
-        yield {"url": url, "artifacts": root / "artifacts"}
-    finally:
-        _stop(proc)
-        log_file.close()
+    artifacts = root / "artifacts"
+    store = f"sqlite:///{root / 'mlflow.db'}"
+    with mlflow_process(
+        "server", store, root / "server.log", "--artifacts-destination", str(artifacts)
+    ) as url:
+        yield {"url": url, "artifacts": artifacts}

@@ -5,17 +5,24 @@ Every test module imports its helpers from here; fixtures built on them are in c
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
+import requests
 import yaml
 
 from fishseg.params import Params, load_params
@@ -346,3 +353,58 @@ def assert_untouched(raw_dir: Path, before: dict[str, bytes | None]) -> None:
     """``raw_dir`` is byte-for-byte as before, and nothing else was left beside it."""
     assert snapshot(raw_dir) == before
     assert sorted(p.name for p in raw_dir.parent.iterdir()) == [raw_dir.name]
+
+
+# --------------------------------------------------------------------------- MLflow server / UI processes
+
+MLFLOW_START_TIMEOUT_S = 90
+MLFLOW_STOP_TIMEOUT_S = 20
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop_process_group(proc: subprocess.Popen) -> None:
+    """SIGTERM to the process group (the CLI and its uvicorn worker), SIGKILL if it hangs."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=MLFLOW_STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=MLFLOW_STOP_TIMEOUT_S)
+
+
+@contextlib.contextmanager
+def mlflow_process(command: str, store: str, log_path: Path, *extra: str) -> Iterator[str]:
+    """``mlflow <command>`` (``server`` or ``ui``) on ``store``, bound to 127.0.0.1 on a free
+    port; yields its URL once ``/health`` answers. Always stopped at the end."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [str(BIN / "mlflow"), command, "--backend-store-uri", store, *extra]
+    cmd += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+    started = time.perf_counter()
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        try:
+            while True:
+                if proc.poll() is not None:
+                    pytest.fail(
+                        f"mlflow {command} exited ({proc.returncode}):\n{log_path.read_text()[-3000:]}"
+                    )
+                try:
+                    if requests.get(f"{url}/health", timeout=1).status_code == 200:
+                        break
+                except requests.ConnectionError:
+                    pass
+                if time.perf_counter() - started > MLFLOW_START_TIMEOUT_S:
+                    pytest.fail(f"mlflow {command} not healthy after {MLFLOW_START_TIMEOUT_S} s")
+                time.sleep(0.25)
+            yield url
+        finally:
+            stop_process_group(proc)

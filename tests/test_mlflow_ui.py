@@ -7,33 +7,18 @@ then evaluation); the page is read after the UI's scripts rendered it (``--dump-
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
-import sys
-import time
-from pathlib import Path
 
 import mlflow
 import pytest
-import requests
 
 from fishseg.evaluation.evaluate import evaluate
 from fishseg.training.train import train
 
 from ._browser import chromium, chromium_or_skip
-from .helpers import tiny, write_prepared
+from .helpers import mlflow_process, tiny, write_prepared
 
 pytestmark = pytest.mark.slow
-
-START_TIMEOUT_S = 90
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -57,43 +42,9 @@ def finished_run(tmp_path_factory) -> dict:
 @pytest.fixture(scope="module")
 def ui(finished_run):
     """`mlflow ui` on the project's store, bound to 127.0.0.1; its URL. Stopped at the end."""
-    port = _free_port()
-    cmd = [
-        str(Path(sys.executable).parent / "mlflow"),
-        "ui",
-        "--backend-store-uri",
-        f"sqlite:///{finished_run['root'] / 'mlflow.db'}",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-    ]
-    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
-    log = (finished_run["root"] / "ui.log").open("w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            assert proc.poll() is None, (finished_run["root"] / "ui.log").read_text()[-3000:]
-            try:
-                if requests.get(f"{url}/health", timeout=2).ok:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert time.monotonic() < deadline, "mlflow ui did not start"
-            time.sleep(0.5)
+    root = finished_run["root"]
+    with mlflow_process("ui", f"sqlite:///{root / 'mlflow.db'}", root / "ui.log") as url:
         yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=20)
-        log.close()
 
 
 def test_run_page_shows_name_test_iou_and_logged_model(ui, finished_run, tmp_path):

@@ -37,7 +37,7 @@ import pandas as pd
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from fishseg.cli import front_door, offline_env, setup_logging
+from fishseg.cli import run_tool
 from fishseg.dataset.index import Problem, read_pair
 from fishseg.errors import FishsegError
 from fishseg.evaluation.evaluate import headline_metrics, per_image_table, per_species_table, score_image
@@ -229,8 +229,4 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if not logging.getLogger().handlers:
-        # Configure only a bare process; a host (pytest, a notebook) keeps its own set-up.
-        setup_logging(args.verbose)
-    offline_env()
-    return front_door(lambda: run(args))
+    return run_tool(args, run)

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fishseg.cli import front_door, offline_env, setup_logging
+from fishseg.cli import run_tool
 from fishseg.errors import FishsegError
 from fishseg.fsutil import atomic_write_bytes, write_error
 from fishseg.model.inference import InferenceModel, load_inference_model
@@ -180,11 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
-    if not logging.getLogger().handlers:
-        # Configure only a bare process; a host (pytest, a notebook) keeps its own set-up.
-        setup_logging(args.verbose)
-    offline_env()
-    return front_door(lambda: export_checked(args))
+    return run_tool(args, export_checked)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from fishseg.cli import front_door, offline_env, setup_logging
+from fishseg.cli import run_tool
 from fishseg.dataset.index import read_rgb
 from fishseg.device import select_device
 from fishseg.errors import FishsegError
@@ -381,11 +381,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if not logging.getLogger().handlers:
-        # Configure only a bare process; a host (pytest, a notebook) keeps its own set-up.
-        setup_logging(args.verbose)
-    offline_env()
-    return front_door(lambda: run(args))
+    return run_tool(args, run)
 
 
 if __name__ == "__main__":
