@@ -1,6 +1,6 @@
 """What the benchmarks share: the import path and a data set made by the pipeline itself.
 
-``synthetic_project`` runs the download (``data.source: synthetic``), split and stats
+``synthetic_project`` runs the download (``data.source``, synthetic in the benchmarks), split and stats
 stages' code into a scratch project, so the benchmarks measure on the data and the
 prepared arrays that ``dvc repro`` makes.
 """
@@ -20,7 +20,24 @@ from fishseg.fsutil import atomic_write_json  # noqa: E402
 from fishseg.params import Params  # noqa: E402
 from fishseg.paths import Paths  # noqa: E402
 
-__all__ = ["ROOT", "Paths", "params_with", "synthetic_project"]
+__all__ = ["ROOT", "Paths", "params_with", "pin_like_the_stages", "synthetic_project"]
+
+
+def pin_like_the_stages(main: bool) -> bool:
+    """Pin the CPU environment as the train stage does when params.yaml asks (``train.reproducible``).
+
+    Call it before torch is imported, with ``main`` true when the benchmark runs as a
+    script (``__name__ == "__main__"``; an import, by a test, leaves the environment as it
+    is): a benchmark that trains in-process then runs the numerics the pipeline runs.
+    Returns the setting, which configs cannot change later.
+    """
+    from fishseg.device import prepare_cpu_numerics
+    from fishseg.params import load_params
+
+    reproducible = load_params(ROOT / "params.yaml").train.reproducible
+    if main:
+        prepare_cpu_numerics(reproducible)
+    return reproducible
 
 
 def params_with(**sections: dict[str, Any]) -> Params:
@@ -38,7 +55,11 @@ def params_with(**sections: dict[str, Any]) -> Params:
 
 
 def synthetic_project(root: Path, params: Params) -> Paths:
-    """``work/raw`` (synthetic archive), ``work/prepared``, ``work/stats.json`` under ``root``."""
+    """``work/raw``, ``work/prepared``, ``work/stats.json`` under ``root``, from ``params.data``.
+
+    The benchmarks pass ``data.source: synthetic`` (params.yaml's default is the real
+    photos); a relative source resolves from the project root, as in the download stage.
+    """
     from fishseg.dataset.arrays import load_split
     from fishseg.dataset.split import prepare
     from fishseg.dataset.stats import channel_stats
@@ -47,7 +68,7 @@ def synthetic_project(root: Path, params: Params) -> Paths:
     paths = Paths(root)
     root.mkdir(parents=True, exist_ok=True)
     (root / "dvc.yaml").write_text("stages: {}\n")
-    fetch(params.data, paths.raw_dir)
+    fetch(params.data, paths.raw_dir, root=ROOT)  # a relative source is the project's, as in the stage
     prepare(params.data, params.split, paths)
     atomic_write_json(paths.stats_json, channel_stats(load_split(paths, "train")))
     return paths

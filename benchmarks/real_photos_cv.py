@@ -37,27 +37,32 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import _common
-import cv2
-import numpy as np
-import pandas as pd
-import torch
-import yaml
-from tqdm import tqdm
 
-from fishseg.dataset.arrays import load_split, save_split
-from fishseg.dataset.grouping import group_ids
-from fishseg.dataset.index import decode_pairs, make_ids, read_mask, scan_pairs
-from fishseg.dataset.splitting import assign_splits
-from fishseg.dataset.stats import channel_stats
-from fishseg.evaluation.evaluate import counts_from_probs, predict_probs
-from fishseg.evaluation.metrics import summarize
-from fishseg.fsutil import atomic_write_json
-from fishseg.model.forward import Forward
-from fishseg.model.inference import load_inference_model
-from fishseg.params import DataParams, Params, SplitParams, load_params
-from fishseg.paths import Paths
-from fishseg.sources.fetch import fetch
-from fishseg.training.train import train
+REPRODUCIBLE = _common.pin_like_the_stages(
+    __name__ == "__main__"
+)  # before torch is imported, as the stages do
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+import yaml  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from fishseg.dataset.arrays import load_split, save_split  # noqa: E402
+from fishseg.dataset.grouping import group_ids  # noqa: E402
+from fishseg.dataset.index import decode_pairs, make_ids, read_mask, scan_pairs  # noqa: E402
+from fishseg.dataset.splitting import assign_splits  # noqa: E402
+from fishseg.dataset.stats import channel_stats  # noqa: E402
+from fishseg.evaluation.evaluate import counts_from_probs, predict_probs  # noqa: E402
+from fishseg.evaluation.metrics import summarize  # noqa: E402
+from fishseg.fsutil import atomic_write_json  # noqa: E402
+from fishseg.model.forward import Forward  # noqa: E402
+from fishseg.model.inference import load_inference_model  # noqa: E402
+from fishseg.params import DataParams, Params, SplitParams, load_params  # noqa: E402
+from fishseg.paths import Paths  # noqa: E402
+from fishseg.sources.fetch import fetch  # noqa: E402
+from fishseg.training.train import train  # noqa: E402
 
 log = logging.getLogger("real_photos_cv")
 
@@ -234,6 +239,10 @@ def parse_overrides(text: str) -> dict[str, object]:
 def config_params(base: dict, overrides: dict[str, object]) -> Params:
     raw = json.loads(json.dumps(base))
     for key, value in overrides.items():
+        if key == "train.reproducible" and value != REPRODUCIBLE:
+            raise SystemExit(
+                "train.reproducible is fixed by params.yaml for the whole run (it pins the CPU before torch loads)"
+            )
         *parents, last = key.split(".")
         node = raw
         for part in parents:

@@ -100,6 +100,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, nargs=2, default=[96, 128], help="height width")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--encoder", default="mobilenet_v2")
+    parser.add_argument(
+        "--weights", default=None, help="model.encoder_weights (default: none, random initialisation)"
+    )
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
     args = parser.parse_args()
@@ -108,10 +111,11 @@ def main() -> None:
 
     params = _common.params_with(
         data={
+            "source": "synthetic",
             "image_size": args.size,
             "synthetic": {"photos_per_species": args.photos, "copies_per_photo": 4},
         },
-        model={"encoder": args.encoder},
+        model={"encoder": args.encoder, "encoder_weights": args.weights},
         train={"batch_size": args.batch_size, "deterministic": False, "warmup_epochs": 0},
     )
     device = select_device("auto")

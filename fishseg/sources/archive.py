@@ -34,6 +34,7 @@ from typing import BinaryIO
 from fishseg.errors import FishsegError
 from fishseg.fsutil import write_error
 from fishseg.params import DataParams
+from fishseg.paths import EMBEDDED_SOURCES
 from fishseg.progress import progress_bar
 
 ZIP_SUFFIXES = (".zip",)
@@ -239,6 +240,10 @@ class FolderTree(SourceTree):
                 )
 
 
+def _named_sources() -> str:
+    return ", ".join(f"'{name}'" for name in ("synthetic", "kaggle", *EMBEDDED_SOURCES))
+
+
 def open_tree(path: Path, limits: Limits) -> SourceTree:
     """A zip, a tar or a folder, chosen by what ``path`` is; raise when it is none of them."""
     from fishseg.sources.tarsource import TarTree
@@ -248,7 +253,7 @@ def open_tree(path: Path, limits: Limits) -> SourceTree:
         return FolderTree(path, limits)
     if not path.exists():
         raise FishsegError(
-            f"data.source: no such file or folder: {path}; use 'synthetic', 'kaggle', "
+            f"data.source: no such file or folder: {path}; use {_named_sources()}, "
             "or the path of a .zip/.tar(.gz) archive or of a folder"
         )
     if not path.is_file():  # a FIFO or a device would block or never end
