@@ -183,3 +183,53 @@ def test_a_slow_worse_evaluate_cannot_leave_the_alias_on_its_model(store, tmp_pa
     assert slow.returncode == 0 and "'version': '1'" in out
     holder = client.get_model_version_by_alias(name, CHAMPION)
     assert str(holder.version) == "2" and holder.run_id == better
+
+
+# What a tracking server answered when two evaluates inserted the alias row at once.
+ALIAS_RACE = {
+    "error_code": "BAD_REQUEST",
+    "message": "(sqlite3.IntegrityError) UNIQUE constraint failed: registered_model_aliases.workspace, "
+    "registered_model_aliases.name, registered_model_aliases.alias",
+}
+
+
+def test_an_alias_write_that_collides_with_another_evaluate_is_read_again(store, monkeypatch, caplog):
+    """The other evaluate sets the alias first, this one's insert fails: it re-reads and settles."""
+    from mlflow.exceptions import RestException
+
+    params, client, experiment_id, name = store
+    worse, better = _run_with_model(experiment_id), _run_with_model(experiment_id)
+    first = maybe_register(params, worse, 0.6)
+    assert first["champion"] is True
+    client.delete_registered_model_alias(name, CHAMPION)  # as if neither had moved it yet
+    move = mlflow.MlflowClient.set_registered_model_alias
+    collided = []
+
+    def colliding_move(self, model, alias, version):
+        if not collided:  # the other evaluate's move lands first; this insert then fails
+            collided.append(version)
+            move(self, model, alias, first["version"])
+            raise RestException(ALIAS_RACE)
+        return move(self, model, alias, version)
+
+    monkeypatch.setattr(mlflow.MlflowClient, "set_registered_model_alias", colliding_move)
+    with caplog.at_level(logging.INFO, logger="fishseg.tracking.registry"):
+        got = maybe_register(params, better, 0.8)
+    assert collided and got["champion"] is True
+    assert "moved it at the same moment" in caplog.text
+    holder = client.get_model_version_by_alias(name, CHAMPION)
+    assert str(holder.version) == got["version"] and holder.run_id == better
+
+
+def test_other_alias_errors_are_not_taken_for_a_collision(store, monkeypatch):
+    from mlflow.exceptions import RestException
+
+    params, client, experiment_id, name = store
+    run_id = _run_with_model(experiment_id)
+
+    def refused(self, model, alias, version):
+        raise RestException({"error_code": "PERMISSION_DENIED", "message": "no write access to models"})
+
+    monkeypatch.setattr(mlflow.MlflowClient, "set_registered_model_alias", refused)
+    with pytest.raises(RestException, match="no write access"):
+        maybe_register(params, run_id, 0.5)

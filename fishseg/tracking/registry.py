@@ -28,6 +28,8 @@ CHAMPION = "champion"
 SCORE_TAG = "test_iou"
 # Rounds of "move, then read back" before giving up (each round needs a concurrent move to repeat).
 SETTLE_ROUNDS = 8
+# How a store reports two alias writes that raced (the alias row inserted twice; a busy SQLite file).
+CONCURRENT_WRITE = ("unique constraint", "integrityerror", "duplicate", "database is locked")
 
 
 def logged_model_id(client: Any, run_id: str) -> str | None:
@@ -98,6 +100,24 @@ def best_version(versions: list[Any], current: Any | None) -> Any | None:
     return min((v for v in scored if _score(v) == top), key=lambda v: int(v.version))
 
 
+def _move_alias(client: Any, name: str, version: str) -> bool:
+    """Point ``champion`` at ``version``; ``False`` when another evaluate's write collided with it.
+
+    A tracking server's store inserts the alias row when it sees none, so two first moves at
+    once fail one of them with a unique-constraint error: the caller reads back and decides again.
+    """
+    import mlflow
+
+    try:
+        client.set_registered_model_alias(name, CHAMPION, version)
+    except mlflow.exceptions.MlflowException as exc:
+        if not any(mark in str(exc).lower() for mark in CONCURRENT_WRITE):
+            raise
+        log.info("%s@%s: another evaluate moved it at the same moment; reading it again", name, CHAMPION)
+        return False
+    return True
+
+
 def settle_champion(client: Any, name: str) -> Any | None:
     """Move ``champion`` to the best-scored version and read it back until it stays; return its holder.
 
@@ -117,8 +137,8 @@ def settle_champion(client: Any, name: str) -> Any | None:
         best = best_version(_versions(client, name), current)
         if best is None or (current is not None and str(current.version) == str(best.version)):
             return current
-        client.set_registered_model_alias(name, CHAMPION, best.version)
-        log.info("%s@%s is now version %s (test IoU %.4f)", name, CHAMPION, best.version, _score(best))
+        if _move_alias(client, name, best.version):
+            log.info("%s@%s is now version %s (test IoU %.4f)", name, CHAMPION, best.version, _score(best))
     log.warning("%s@%s kept moving (other evaluates at work): left on its last holder", name, CHAMPION)
     return champion(client, name)
 
