@@ -106,3 +106,33 @@ def test_without_a_lock_no_input_is_logged(tmp_path):
         tags = lineage.log_data_version(tiny(), Paths(tmp_path))
     assert list(tags) == [lineage.PARAMS_TAG]
     assert mlflow.get_run(run.info.run_id).inputs.dataset_inputs == []
+
+
+def test_a_dataset_row_created_by_a_parallel_run_at_the_same_moment_is_logged_again(tmp_path, monkeypatch):
+    """A tracking server's get-or-create of the dataset row raced with another run: one more try."""
+    from mlflow.exceptions import RestException
+
+    root = tmp_path / "project"
+    root.mkdir()
+    _lock(root)
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment_id = mlflow.create_experiment("race", artifact_location=(tmp_path / "art").as_uri())
+    log_input, calls = mlflow.log_input, []
+
+    def racing(*args, **kwargs):  # the answer a server gave when two runs inserted one dataset
+        calls.append(1)
+        if len(calls) == 1:
+            raise RestException(
+                {
+                    "error_code": "BAD_REQUEST",
+                    "message": "(sqlite3.IntegrityError) UNIQUE constraint "
+                    "failed: datasets.experiment_id, datasets.name, datasets.digest",
+                }
+            )
+        return log_input(*args, **kwargs)
+
+    monkeypatch.setattr(mlflow, "log_input", racing)
+    with mlflow.start_run(experiment_id=experiment_id) as run:
+        lineage.log_data_version(tiny(), Paths(root))
+    (dataset_input,) = mlflow.get_run(run.info.run_id).inputs.dataset_inputs
+    assert len(calls) == 2 and dataset_input.dataset.digest == "b" * 32

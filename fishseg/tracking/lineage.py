@@ -22,6 +22,7 @@ import os
 import subprocess
 import warnings
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -98,6 +99,21 @@ def params_digest(params: Params) -> str:
     return hashlib.md5(canonical.encode()).hexdigest()
 
 
+def _log_input(dataset: Any) -> None:
+    """``mlflow.log_input``, once more when a parallel run created the same dataset row at the same moment."""
+    import mlflow
+
+    from fishseg.tracking.store import concurrent_write
+
+    try:
+        mlflow.log_input(dataset, context="training")
+    except mlflow.exceptions.MlflowException as exc:
+        if not concurrent_write(exc):
+            raise
+        log.info("dataset %s: another run logged it at the same moment; logging it again", dataset.name)
+        mlflow.log_input(dataset, context="training")
+
+
 def log_data_version(params: Params, paths: Paths) -> dict[str, str]:
     """Log the active run's input dataset and lineage tags; return the tags set."""
     import mlflow
@@ -119,7 +135,7 @@ def log_data_version(params: Params, paths: Paths) -> dict[str, str]:
             warnings.simplefilter("ignore", UserWarning)
             source = resolve_dataset_source(str(store_root(paths.root) / prepared_key))
         name = f"{params.data.source} ({height}x{width})"
-        mlflow.log_input(MetaDataset(source, name=name, digest=hashes[prepared_key]), context="training")
+        _log_input(MetaDataset(source, name=name, digest=hashes[prepared_key]))
     else:
         log.info("no DVC hash of %s in dvc.lock (not run by DVC?): no input dataset logged", prepared_key)
     mlflow.set_tags(tags)

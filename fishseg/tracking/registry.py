@@ -28,8 +28,6 @@ CHAMPION = "champion"
 SCORE_TAG = "test_iou"
 # Rounds of "move, then read back" before giving up (each round needs a concurrent move to repeat).
 SETTLE_ROUNDS = 8
-# How a store reports two alias writes that raced (the alias row inserted twice; a busy SQLite file).
-CONCURRENT_WRITE = ("unique constraint", "integrityerror", "duplicate", "database is locked")
 
 
 def logged_model_id(client: Any, run_id: str) -> str | None:
@@ -108,10 +106,12 @@ def _move_alias(client: Any, name: str, version: str) -> bool:
     """
     import mlflow
 
+    from fishseg.tracking.store import concurrent_write
+
     try:
         client.set_registered_model_alias(name, CHAMPION, version)
     except mlflow.exceptions.MlflowException as exc:
-        if not any(mark in str(exc).lower() for mark in CONCURRENT_WRITE):
+        if not concurrent_write(exc):
             raise
         log.info("%s@%s: another evaluate moved it at the same moment; reading it again", name, CHAMPION)
         return False

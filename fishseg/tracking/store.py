@@ -33,6 +33,16 @@ warnings.filterwarnings("ignore", category=DeprecationWarning, module="sqlalchem
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
+# How a store reports two writes that raced: a row both inserted (a tracking server's
+# get-or-create of a dataset or an alias), or a busy SQLite file.
+CONCURRENT_WRITE = ("unique constraint", "integrityerror", "duplicate", "database is locked")
+
+
+def concurrent_write(exc: BaseException) -> bool:
+    """Whether an MLflow error is another process's write colliding with ours (worth one more try)."""
+    return any(mark in str(exc).lower() for mark in CONCURRENT_WRITE)
+
+
 def tracking_uri(params: MlflowParams, root: Path) -> str:
     """``MLFLOW_TRACKING_URI`` wins, then ``mlflow.tracking_uri``, then the project's SQLite file."""
     uri = os.environ.get("MLFLOW_TRACKING_URI") or params.tracking_uri
