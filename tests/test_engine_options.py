@@ -1,5 +1,5 @@
-"""Training options: precision and gradient accumulation on the CPU; on a GPU (``requires_cuda``)
-channels_last, fp16 loss scaling and pinned-memory loaders."""
+"""Training options: precision, channels_last and gradient accumulation on the CPU; on a GPU
+(``requires_cuda``) channels_last with bf16, fp16 loss scaling and pinned-memory loaders."""
 
 import pandas as pd
 import pytest
@@ -9,6 +9,7 @@ from torch import nn
 from fishseg.device import resolve_precision
 from fishseg.errors import FishsegError
 from fishseg.training import runtime
+from fishseg.model.forward import Forward
 from fishseg.training.engine import build_engine
 from fishseg.training.loaders import build_loaders, load_training_data
 from fishseg.training.state import STATE_FILE
@@ -53,6 +54,35 @@ def test_accumulating_two_half_batches_steps_like_one_full_batch(tmp_path):
     # One optimizer (and scheduler) step per two micro-batches: the same lr at each epoch end.
     assert a["lr"].tolist() == b["lr"].tolist()
     # Close, not equal: batch-norm statistics and the Dice term are per micro-batch.
+    assert a["train_loss"].to_numpy() == pytest.approx(b["train_loss"].to_numpy(), rel=0.05)
+
+
+def test_cpu_convolves_channels_last_and_learns_the_same(tmp_path):
+    """train.channels_last: NHWC on the CPU too (oneDNN's faster layout), same maths within rounding."""
+    params = tiny()
+    rt = runtime.start(params.train)
+    assert rt.device.type == "cpu" and rt.channels_last
+    engine = build_engine(params, load_training_data(write_prepared(tmp_path / "probe")).stats, rt, 4)
+    conv = next(m for m in engine.model.modules() if isinstance(m, nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    seen = []
+    conv.register_forward_hook(lambda _m, args, _out: seen.append(args[0]))
+    batch = torch.randint(
+        0, 256, (2, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
+    engine.model.eval()
+    logits = engine.forward(engine.model, batch)
+    assert seen[0].is_contiguous(memory_format=torch.channels_last)
+    # The same weights in the usual layout give the same logits, to rounding.
+    engine.model.to(memory_format=torch.contiguous_format)
+    reference = Forward(engine.forward.normalizer, rt.device, None, False)(engine.model, batch)
+    assert torch.allclose(logits, reference, atol=1e-4)
+    # And it trains as the usual layout does (rounding differences grow over the steps).
+    nhwc, nchw = write_prepared(tmp_path / "nhwc"), write_prepared(tmp_path / "nchw")
+    train(params, nhwc, progress=False)
+    train(tiny(train={"channels_last": False}), nchw, progress=False)
+    a, b = _history(nhwc), _history(nchw)
+    assert a["train_loss"].iloc[-1] < 0.9 * a["train_loss"].iloc[0]
     assert a["train_loss"].to_numpy() == pytest.approx(b["train_loss"].to_numpy(), rel=0.05)
 
 

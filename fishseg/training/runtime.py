@@ -27,7 +27,7 @@ class Runtime:
     dist: Dist
     device: torch.device
     amp_dtype: torch.dtype | None  # autocast dtype; None: fp32
-    channels_last: bool  # NHWC memory format (GPU only)
+    channels_last: bool  # NHWC memory format (cuDNN and oneDNN both convolve it faster)
     workers: int  # loader worker processes
     pin_memory: bool  # page-locked batches: faster, asynchronous copies to the GPU
     cpu_numerics: str  # how CPU kernels were chosen (train.reproducible), for the run record
@@ -53,7 +53,7 @@ def start(train: TrainParams) -> Runtime:
         dist=d,
         device=device,
         amp_dtype=resolve_precision(train.precision, device),
-        channels_last=train.channels_last and cuda,
+        channels_last=train.channels_last,
         workers=workers,
         pin_memory=cuda,
         cpu_numerics=cpu_numerics,
