@@ -8,8 +8,8 @@ from torch import nn
 
 from fishseg.device import resolve_precision
 from fishseg.errors import FishsegError
-from fishseg.training import runtime
 from fishseg.model.forward import Forward
+from fishseg.training import runtime
 from fishseg.training.engine import build_engine
 from fishseg.training.loaders import build_loaders, load_training_data
 from fishseg.training.state import STATE_FILE
