@@ -7,7 +7,7 @@ layouts alternating which goes first, so both see the same machine load. Printed
 median seconds per step of each and their ratio, and how far apart the two models' first
 losses are (rounding only).
 
-    python benchmarks/cpu_layout.py [--source datasets/realfish] [--steps 6] [--rounds 5]
+    python benchmarks/cpu_layout.py [--source datasets/realfish] [--size 192 256] [--steps 6] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -47,13 +47,18 @@ def main() -> None:
     parser.add_argument(
         "--source", default="datasets/realfish", help="data.source (default: the embedded photos)"
     )
+    parser.add_argument("--size", type=int, nargs=2, default=None, help="height width (default: params.yaml)")
     parser.add_argument("--steps", type=int, default=6, help="optimizer steps per epoch")
     parser.add_argument("--rounds", type=int, default=5, help="epochs per layout")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     source = args.source if args.source == "synthetic" else str(Path(args.source).resolve())
     with tempfile.TemporaryDirectory() as tmp:
-        base = _common.params_with(data={"source": source}, train={"device": "cpu"})
+        data_params = {
+            "source": source,
+            "image_size": args.size or list(_common.params_with().data.image_size),
+        }
+        base = _common.params_with(data=data_params, train={"device": "cpu"})
         paths = _common.synthetic_project(Path(tmp), base)
         data = load_training_data(paths)
         n = args.steps * base.train.batch_size
@@ -61,9 +66,7 @@ def main() -> None:
         data = TrainingData(train, data.val, data.stats)
         engines = {}
         for layout in (True, False):
-            params = _common.params_with(
-                data={"source": source}, train={"device": "cpu", "channels_last": layout}
-            )
+            params = _common.params_with(data=data_params, train={"device": "cpu", "channels_last": layout})
             rt = runtime.start(params.train)  # seeds: both engines start from the same weights
             loader, _ = build_loaders(params, data, rt)
             engine = build_engine(params, data.stats, rt, steps_per_epoch(len(loader), 1))

@@ -117,7 +117,7 @@ def main() -> None:
         groups = grouping._components(n, first, second, linked)
         distinct = ((groups[first] == groups[second]) & (label == "d")).sum()
         print(
-            f"  T={cut:<4}: {groups.max() + 1:>3} groups, largest {np.bincount(groups).max():>3}; apart: "
+            f"  T={cut:<4g}: {groups.max() + 1:>3} groups, largest {np.bincount(groups).max():>3}; apart: "
             f"{apart(truth['='], groups)} of {len(truth['='])} '=', {apart(truth['~'], groups)} of "
             f"{len(truth['~'])} '~'; {distinct} distinct pairs joined"
         )
@@ -135,7 +135,7 @@ def main() -> None:
             drop[second[near & held[first] & ~held[second]]] = True
             dropped.append(int(drop.sum()))
             left.append(straddling(truth["~"], split, ~drop))
-        print(f"  T={cut:<4}: drops {dropped} of {n} photos; '~' clusters still straddling {left}")
+        print(f"  T={cut:<4g}: drops {dropped} of {n} photos; '~' clusters still straddling {left}")
 
 
 if __name__ == "__main__":
