@@ -54,10 +54,8 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     source = args.source if args.source == "synthetic" else str(Path(args.source).resolve())
     with tempfile.TemporaryDirectory() as tmp:
-        data_params = {
-            "source": source,
-            "image_size": args.size or list(_common.params_with().data.image_size),
-        }
+        defaults = _common.params_with()
+        data_params = {"source": source, "image_size": args.size or list(defaults.data.image_size)}
         base = _common.params_with(data=data_params, train={"device": "cpu"})
         paths = _common.synthetic_project(Path(tmp), base)
         data = load_training_data(paths)

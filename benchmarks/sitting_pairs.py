@@ -61,18 +61,18 @@ def scores(images, masks, species, first, second) -> dict[str, np.ndarray]:
             images[idx], masks[idx], where[first[pick]], where[second[pick]]
         )
         random_fish.append(r)
-    finite = np.concatenate(random_fish)
-    fish /= np.quantile(finite[np.isfinite(finite)], grouping._FISH_CUT_QUANTILE)
+    cut = grouping.fish_cut(np.concatenate(random_fish))
     grids, valid = specimen_grids(images, masks)
     specimen = specimen_distances(grids, valid, first, second)
     specimen /= specimen_cut(specimen_distances(grids, valid, *backgrounds.null))
-    scene = np.where(np.isfinite(fish), np.maximum(background, background * fish), np.inf)
-    place = np.maximum(specimen, specimen * background / grouping._SPECIMEN_PLACE_SLACK)
+    combined = np.minimum(
+        grouping.scene_ratio(background, fish, cut), grouping.specimen_ratio(specimen, background)
+    )
     return {
         "background": background,
-        "fish": fish,
+        "fish": fish / cut,
         "specimen": specimen,
-        "combined": np.minimum(scene, place),
+        "combined": combined,
     }
 
 
@@ -126,10 +126,10 @@ def main() -> None:
     groups = grouping.group_ids(images, masks, species, threshold=params.split.group_threshold)
     for cut in args.cuts:
         dropped, left = [], []
+        near = found["combined"] < cut
         for seed in (42, 0, 1, 2, 3, 4):
             split = assign_splits(species, groups, val=params.split.val, test=params.split.test, seed=seed)
             held = split != "train"
-            near = found["combined"] < cut
             drop = np.zeros(n, bool)
             drop[first[near & held[second] & ~held[first]]] = True
             drop[second[near & held[first] & ~held[second]]] = True

@@ -52,6 +52,7 @@ def test_sitting_pairs_scores_every_pair_and_the_default_cut_joins_no_distinct_p
     strict = re.search(r"T=1 +: +(\d+) groups, largest +(\d+); .* (\d+) distinct pairs joined", out)
     loose = re.search(r"T=6 +: +(\d+) groups, largest +(\d+); .* (\d+) distinct pairs joined", out)
     assert strict and loose, out
+    assert int(strict[3]) == 0
     # Looser cuts join more: fewer groups, and distinct photos with them.
     assert int(loose[1]) < int(strict[1]) and int(loose[3]) > int(strict[3])
     assert re.search(r"T=6 +: drops \[", out), out

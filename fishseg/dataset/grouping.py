@@ -407,19 +407,35 @@ def _scene_ratios(
         empty = np.zeros(0, np.int64)
         return empty, empty, np.zeros(0, np.float32)
     first, second, background, fish, random_fish = (np.concatenate(x) for x in zip(*found, strict=True))
-    finite = random_fish[np.isfinite(random_fish)]
-    fish_cut = max(float(np.quantile(finite, _FISH_CUT_QUANTILE)), 1e-12) if len(finite) else 1e-12
+    cut = fish_cut(random_fish)
     # A zoomed camera is tried where the fish are alike (the background alone never links).
-    alike = np.flatnonzero(fish < _SCENE_ZOOM_FISH * fish_cut)
+    alike = np.flatnonzero(fish < _SCENE_ZOOM_FISH * cut)
     zoomed = _zoomed_scene_distances(detail, valid, backgrounds.areas, first[alike], second[alike])
     background[alike] = np.minimum(background[alike], zoomed)
-    log.info("same scene: background cut %.3f, fish cut %.2e", background_cut, fish_cut)
+    log.info("same scene: background cut %.3f, fish cut %.2e", background_cut, cut)
     # The background must be under its cut, and the fish under theirs divided by how far
     # the background is under its own: a background that matches twice as well allows
     # fish twice as different (exposure and turning over change a fish's look).
-    ratio = background / background_cut
-    ratio = np.where(np.isfinite(fish), np.maximum(ratio, ratio * fish / fish_cut), np.inf)
-    return first, second, ratio.astype(np.float32)
+    return first, second, scene_ratio(background / background_cut, fish, cut).astype(np.float32)
+
+
+def fish_cut(random_fish: np.ndarray) -> float:
+    """The fish score a quarter of random pairs of one species reach (infinite scores left out)."""
+    finite = random_fish[np.isfinite(random_fish)]
+    return max(float(np.quantile(finite, _FISH_CUT_QUANTILE)), 1e-12) if len(finite) else 1e-12
+
+
+def scene_ratio(background: np.ndarray, fish: np.ndarray, cut: float) -> np.ndarray:
+    """max(b, b * f / cut) of pairs with background score ``background`` (over its cut) and ``fish``.
+
+    Infinite where the fish differ in size; under the threshold: one scene.
+    """
+    return np.where(np.isfinite(fish), np.maximum(background, background * fish / cut), np.inf)
+
+
+def specimen_ratio(specimen: np.ndarray, place: np.ndarray) -> np.ndarray:
+    """max(s, s * b / _SPECIMEN_PLACE_SLACK): the fish's detail ``specimen`` and background ``place``, each over its cut."""
+    return np.maximum(specimen, specimen * place / _SPECIMEN_PLACE_SLACK)
 
 
 def _scene_cut(detail: np.ndarray, valid: np.ndarray, thumbs: np.ndarray, species: np.ndarray) -> float:
@@ -485,7 +501,7 @@ def _specimen_ratios(
     # Only pairs that could link need their backgrounds compared.
     close = np.flatnonzero(ratio < max(threshold, 1.0))
     place = backgrounds.scores(first[close], second[close]) / backgrounds.cut
-    ratio[close] = np.maximum(ratio[close], ratio[close] * place / _SPECIMEN_PLACE_SLACK)
+    ratio[close] = specimen_ratio(ratio[close], place)
     return first, second, ratio.astype(np.float32)
 
 
